@@ -1,0 +1,59 @@
+"""gee-h: leader election on etcd v3, for asyncio and blocking code.
+
+The asyncio API::
+
+    async with geeh.Client(["127.0.0.1:2379"]) as client:
+        election = client.election("my-election")
+        async with election.campaign(b"my-value", ttl=5) as leadership:
+            ...  # we lead until the block ends or leadership.lost is set
+
+The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
+watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
+"""
+
+from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
+from .client import Client
+from .election import Campaign, Election
+from .errors import (
+    CandidateRemoved,
+    ClosedError,
+    ElectionError,
+    EtcdError,
+    EtcdUnavailable,
+    GeehError,
+    InvalidArgument,
+    NotLeader,
+    SessionExpired,
+)
+from .leader import Leader
+from .leadership import Leadership
+from .loss import LossSignal
+from .observe import Observation
+from .session import Session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActiveCompletionQueue",
+    "Campaign",
+    "CandidateRemoved",
+    "Client",
+    "ClosedError",
+    "Election",
+    "ElectionError",
+    "ElectionObserver",
+    "EtcdError",
+    "EtcdUnavailable",
+    "GeehError",
+    "InvalidArgument",
+    "Leader",
+    "LeaderElection",
+    "Leadership",
+    "LossSignal",
+    "NotLeader",
+    "Observation",
+    "Session",
+    "SessionExpired",
+    "__version__",
+    "watch_election",
+]

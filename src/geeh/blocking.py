@@ -1,0 +1,367 @@
+"""The blocking API: the C++ gee-h's classes, for code that does not use asyncio.
+
+An :class:`ActiveCompletionQueue` owns a background thread that runs an asyncio event loop;
+:class:`LeaderElection` and :func:`watch_election` run the asyncio core on it and hand back
+``concurrent.futures.Future`` objects and callbacks. Callbacks run on a thread of their own
+per observer, so a slow callback never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from .client import Client
+from .election import DEFAULT_TTL, Election
+from .errors import ClosedError, EtcdUnavailable, InvalidArgument, NotLeader
+from .keys import to_bytes
+from .leader import Leader
+from .leadership import Leadership
+from .observe import Observation
+from .session import check_ttl
+
+log = logging.getLogger("geeh.blocking")
+
+T = TypeVar("T")
+Endpoints = str | Sequence[str] | Client | None
+
+
+class ActiveCompletionQueue:
+    """A background thread running the event loop that drives gee-h's blocking API.
+
+    Close it (or use ``with``) to stop everything it drives: elections resign, observers
+    stop, clients it made are closed, and the thread is joined.
+    """
+
+    def __init__(self, name: str = "geeh-loop") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._owned: list[Any] = []
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread.start()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the thread runs; create asyncio objects for it only through submit()."""
+        return self._loop
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the loop; returns a Future for its result."""
+        if self._closed:
+            coro.close()
+            raise ClosedError("the completion queue is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a blocking gee-h call was made from the completion queue's thread")
+        return self.submit(coro).result(timeout)
+
+    def client(self, endpoints: str | Sequence[str] | None = None, **options: Any) -> Client:
+        """A connected :class:`Client` living on this queue's loop, closed with the queue."""
+
+        async def make() -> Client:
+            client = Client(endpoints, **options)
+            await client.connect()
+            return client
+
+        try:
+            client = self.call(make())
+        except EtcdUnavailable:
+            raise
+        self._own(client)
+        return client
+
+    def _own(self, thing: Any) -> None:
+        with self._lock:
+            self._owned.append(thing)
+
+    def _resolve(self, endpoints_or_client: Endpoints) -> tuple[Client, bool]:
+        if isinstance(endpoints_or_client, Client):
+            return endpoints_or_client, False
+        return self.client(endpoints_or_client), True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop everything the queue drives and join its thread. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            owned, self._owned = self._owned[::-1], []
+        for thing in owned:
+            with contextlib.suppress(Exception):
+                thing.close()
+
+        async def cancel_rest() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_rest(), self._loop).result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> ActiveCompletionQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _seconds(ttl: float | datetime.timedelta) -> int:
+    if isinstance(ttl, datetime.timedelta):
+        ttl = ttl.total_seconds()
+    return check_ttl(ttl)
+
+
+class LeaderElection:
+    """Join an election from blocking code (the C++ ``gh::leader_election``).
+
+    ::
+
+        election = geeh.LeaderElection(queue, ["127.0.0.1:2379"], "my-election", "my-value", ttl=5)
+        elected = election.campaign().result()   # True once elected
+        election.proclaim("v2")
+        election.resign()
+    """
+
+    def __init__(
+        self,
+        queue: ActiveCompletionQueue,
+        endpoints_or_client: Endpoints,
+        name: str | bytes,
+        value: str | bytes,
+        ttl: float | datetime.timedelta = DEFAULT_TTL,
+    ) -> None:
+        if not isinstance(queue, ActiveCompletionQueue):
+            raise InvalidArgument(
+                f"queue must be an ActiveCompletionQueue, not {type(queue).__name__}"
+            )
+        self._queue = queue
+        self._value = to_bytes(value, "value")
+        self._ttl = _seconds(ttl)
+        to_bytes(name, "election name")
+        self._client, self._owns_client = queue._resolve(endpoints_or_client)
+        self._election: Election = self._client.election(name)
+        self._future: concurrent.futures.Future[bool] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._leadership: Leadership | None = None
+        self._withdrawn = False
+        self._closed = False
+        queue._own(self)
+
+    def campaign(self) -> concurrent.futures.Future[bool]:
+        """Start campaigning; the Future is True once elected, False if withdrawn first.
+
+        It fails with an :class:`~geeh.ElectionError` if the candidate's key or lease is lost
+        while waiting. Calling again returns the same Future.
+        """
+        if self._closed:
+            raise ClosedError("this election was closed")
+        if self._future is None:
+            self._withdrawn = False
+            self._future = self._queue.submit(self._campaign())
+        return self._future
+
+    async def _campaign(self) -> bool:
+        self._task = asyncio.current_task()
+        try:
+            self._leadership = await self._election.campaign(self._value, ttl=self._ttl)
+        except asyncio.CancelledError:
+            if self._withdrawn:
+                return False
+            raise
+        return True
+
+    @property
+    def elected(self) -> bool:
+        """True while this candidate leads; cleared as soon as leadership is lost."""
+        return self._leadership is not None and self._leadership.is_leader
+
+    @property
+    def key(self) -> str:
+        """Our candidate key once elected, else ""."""
+        return self._leadership.key.decode(errors="replace") if self._leadership else ""
+
+    @property
+    def token(self) -> int:
+        """The fencing token (our key's create revision) once elected, else 0."""
+        return self._leadership.token if self._leadership else 0
+
+    @property
+    def value(self) -> bytes:
+        return self._leadership.value if self._leadership else self._value
+
+    @property
+    def leadership(self) -> Leadership | None:
+        """The asyncio Leadership object, once elected."""
+        return self._leadership
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        """Block until leadership ends (True) or ``timeout`` passes (False)."""
+        leadership = self._leadership
+        if leadership is None:
+            raise NotLeader("not elected")
+        try:
+            self._queue.call(leadership.lost.wait(), timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        return True
+
+    def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call ``callback(reason)`` (on the loop thread: keep it quick) when leadership ends."""
+        leadership = self._leadership
+        if leadership is None:
+            raise NotLeader("not elected")
+        self._queue.loop.call_soon_threadsafe(leadership.lost.add_callback, callback)
+
+    def proclaim(self, value: str | bytes, timeout: float | None = None) -> None:
+        """Publish a new value; raises NotLeader if we do not lead."""
+        data = to_bytes(value, "value")
+        if self._leadership is None:
+            raise NotLeader("not elected")
+        self._queue.call(self._leadership.proclaim(data), timeout)
+
+    def resign(self, timeout: float | None = None) -> None:
+        """Stop campaigning or give up leadership. Idempotent; retry if it raised."""
+        self._queue.call(self._resign(), timeout)
+
+    async def _resign(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            self._withdrawn = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._leadership is not None:
+            await self._leadership.resign()
+        self._future = None
+
+    def close(self) -> None:
+        """Resign and close the client if this election made it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self.resign(timeout=10)
+        if self._owns_client:
+            with contextlib.suppress(Exception):
+                self._queue.call(self._client.close(), timeout=10)
+
+
+class Subscription:
+    """Returned by :meth:`ElectionObserver.subscribe`; ``unsubscribe()`` ends the callbacks."""
+
+    def __init__(self, observer: ElectionObserver, callback: Callable[[str, str], Any]) -> None:
+        self._observer = observer
+        self.callback = callback
+
+    def unsubscribe(self) -> None:
+        """Stop calling the callback. Idempotent."""
+        self._observer._subscribers.pop(id(self), None)
+
+
+class ElectionObserver:
+    """Watch an election from blocking code (the C++ ``gh::watch_election``).
+
+    ``subscribe(callback)`` calls ``callback(key, value)`` for the current leader and every
+    change after it; ``key == ""`` means "no current leader". Callbacks run in order on the
+    observer's own thread; one that raises is logged and the others go on.
+    """
+
+    def __init__(
+        self, queue: ActiveCompletionQueue, endpoints_or_client: Endpoints, name: str | bytes
+    ) -> None:
+        to_bytes(name, "election name")
+        self._queue = queue
+        self._client, self._owns_client = queue._resolve(endpoints_or_client)
+        self._election = self._client.election(name)
+        self._subscribers: dict[int, Subscription] = {}
+        self._known = False
+        self._leader: Leader | None = None
+        self._callbacks = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="geeh-callbacks"
+        )
+        self._closed = False
+        self._future = queue.submit(self._run())
+        queue._own(self)
+
+    @property
+    def leader(self) -> Leader | None:
+        """The last leader reported (None for none, or before the first report)."""
+        return self._leader
+
+    async def _run(self) -> None:
+        observation: Observation = self._election.observe()
+        async with observation:
+            async for leader in observation:
+                self._leader = leader
+                self._known = True
+                for subscription in list(self._subscribers.values()):
+                    self._dispatch(subscription, leader)
+
+    def _dispatch(self, subscription: Subscription, leader: Leader | None) -> None:
+        with contextlib.suppress(RuntimeError):  # executor shut down: observer closing
+            self._callbacks.submit(self._deliver, subscription, leader)
+
+    def _deliver(self, subscription: Subscription, leader: Leader | None) -> None:
+        if id(subscription) not in self._subscribers:
+            return
+        key, value = (leader.key_str, leader.value_str) if leader is not None else ("", "")
+        try:
+            subscription.callback(key, value)
+        except Exception:
+            log.exception("election observer callback %r raised", subscription.callback)
+
+    def subscribe(self, callback: Callable[[str, str], Any]) -> Subscription:
+        """Call ``callback(key, value)`` for the current leader and each change after it."""
+        if not callable(callback):
+            raise InvalidArgument(f"callback must be callable, not {type(callback).__name__}")
+        if self._closed:
+            raise ClosedError("this observer was closed")
+        subscription = Subscription(self, callback)
+
+        def add() -> None:
+            self._subscribers[id(subscription)] = subscription
+            if self._known:
+                self._dispatch(subscription, self._leader)
+
+        self._queue.loop.call_soon_threadsafe(add)
+        return subscription
+
+    def close(self) -> None:
+        """Stop observing and calling back; close the client if this observer made it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._subscribers.clear()
+        self._future.cancel()
+        if self._owns_client:
+            with contextlib.suppress(Exception):
+                self._queue.call(self._client.close(), timeout=10)
+        on_callback_thread = threading.current_thread().name.startswith("geeh-callbacks")
+        self._callbacks.shutdown(wait=not on_callback_thread, cancel_futures=True)
+
+
+def watch_election(
+    queue: ActiveCompletionQueue, endpoints_or_client: Endpoints, name: str | bytes
+) -> ElectionObserver:
+    """Observe election ``name`` (the C++ ``gh::watch_election``); see ElectionObserver."""
+    if not isinstance(queue, ActiveCompletionQueue):
+        raise InvalidArgument(f"queue must be an ActiveCompletionQueue, not {type(queue).__name__}")
+    return ElectionObserver(queue, endpoints_or_client, name)

@@ -1,0 +1,298 @@
+"""The election recipe: etcd's Go ``concurrency.Election``, step for step, made failure-proof.
+
+    join:   Txn(if CreateRevision(key) == 0 then Put(key, value, lease) else Range(key))
+            key = prefix + lease ID in hex; my revision = the key's create revision
+    wait:   loop: read the newest key created before mine;
+                  none -> elected; else watch that one key until it is deleted
+    lead:   until resign (guarded delete) or loss (our key deleted, lease lost)
+
+Where it differs from Go, it is to be correct under failure:
+- the wait's read also returns our own key, so a campaign whose key or lease vanished fails
+  (CandidateRemoved, SessionExpired) instead of reporting a win;
+- every write is a compare-and-swap, so a retry after a lost response cannot change the
+  outcome; a failed or cancelled campaign deletes its key, whatever state it was in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from ._proto import rpc_pb2 as rpc
+from .errors import CandidateRemoved, ClosedError, ElectionError, EtcdError, InvalidArgument
+from .failover import RANGE, TXN
+from .keys import candidate_key, election_prefix, prefix_end, to_bytes
+from .leader import Leader
+from .leadership import Leadership, owns
+from .observe import Observation
+from .session import Session, check_ttl
+from .watch import NOPUT, Compacted, Watch
+
+if TYPE_CHECKING:
+    from .client import Client
+
+log = logging.getLogger("geeh.election")
+
+DEFAULT_TTL = 10
+# etcd's default --max-request-bytes; a larger value would be refused by etcd anyway.
+MAX_VALUE_BYTES = 1536 * 1024
+
+
+class Election:
+    """One named election. Get it from :meth:`geeh.Client.election`."""
+
+    def __init__(self, client: Client, name: str | bytes) -> None:
+        self._client = client
+        self.prefix = election_prefix(name)
+        self.name = self.prefix[:-1]
+        self._end = prefix_end(self.prefix)
+
+    async def leader(self) -> Leader | None:
+        """The current leader (the lowest create revision under the prefix), or None."""
+        response = await self._client._transport.call(
+            RANGE, self._first_request(), what=f"leader of {self.name!r}"
+        )
+        return Leader.from_kv(response.kvs[0]) if response.kvs else None
+
+    def _first_request(self) -> rpc.RangeRequest:
+        return rpc.RangeRequest(
+            key=self.prefix,
+            range_end=self._end,
+            sort_order=rpc.RangeRequest.ASCEND,
+            sort_target=rpc.RangeRequest.CREATE,
+            limit=1,
+        )
+
+    def observe(self) -> Observation:
+        """Leader changes, as an async iterator: the current leader first, then every change.
+
+        None means "no leader". Use ``async with election.observe() as changes:`` (or call
+        ``aclose()``) to stop early; the client's close ends it too.
+        """
+        return Observation(self._client, self.prefix, self._end)
+
+    def campaign(
+        self,
+        value: str | bytes,
+        *,
+        ttl: int = DEFAULT_TTL,
+        session: Session | None = None,
+        lease: int | None = None,
+    ) -> Campaign:
+        """Run for leader with ``value``.
+
+        Await the result for a :class:`~geeh.Leadership` once elected, or use it as
+        ``async with election.campaign(value) as leadership:``, which resigns on exit. By
+        default a new session (lease of ``ttl`` seconds) is made for the campaign and revoked
+        when it ends; pass ``session`` to share one, or ``lease`` to resume an existing lease
+        (after a restart: the same key is adopted, no new grant).
+        """
+        return Campaign(self, value, ttl=ttl, session=session, lease=lease)
+
+    def __repr__(self) -> str:
+        return f"<Election {self.name!r}>"
+
+
+class Campaign:
+    """A campaign in progress: awaitable (-> Leadership) and an async context manager."""
+
+    def __init__(
+        self,
+        election: Election,
+        value: str | bytes,
+        *,
+        ttl: int,
+        session: Session | None,
+        lease: int | None,
+    ) -> None:
+        self.election = election
+        self.value = to_bytes(value, "value")
+        if len(self.value) > MAX_VALUE_BYTES:
+            raise InvalidArgument(
+                f"value is {len(self.value)} bytes; etcd accepts at most {MAX_VALUE_BYTES} "
+                "by default"
+            )
+        self.ttl = check_ttl(ttl)
+        if session is not None and lease is not None:
+            raise InvalidArgument("pass either session or lease, not both")
+        if session is not None and not isinstance(session, Session):
+            raise InvalidArgument(f"session must be a geeh Session, not {type(session).__name__}")
+        self._session = session
+        self._lease = lease
+        self._leadership: Leadership | None = None
+
+    def __await__(self) -> Generator[Any, None, Leadership]:
+        return self._run().__await__()
+
+    async def __aenter__(self) -> Leadership:
+        self._leadership = await self._run()
+        return self._leadership
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._leadership is not None:
+            await self._leadership.resign()
+
+    async def _run(self) -> Leadership:
+        client = self.election._client
+        client._check_open()
+        owns_session = self._session is None
+        if self._session is not None:
+            session = self._session
+        elif self._lease is not None:
+            session = await client.session(lease=self._lease)
+        else:
+            session = await client.session(ttl=self.ttl)
+        key = candidate_key(self.election.prefix, session.lease)
+        gone: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        watcher: asyncio.Task[None] | None = None
+
+        def expired(reason: BaseException | None) -> None:
+            if not gone.done():
+                gone.set_result(reason or ClosedError("the session was closed"))
+
+        try:
+            session.check()
+            session.expired.add_callback(expired)
+            join_revision, token = await self._join(session, key)
+            watcher = asyncio.ensure_future(self._watch_own_key(key, token, join_revision, gone))
+            await self._wait(session, key, token, gone)
+            leadership = Leadership(
+                self.election, session, owns_session, key, self.value, token, gone, watcher
+            )
+            client._remember(leadership)
+            return leadership
+        except BaseException:
+            if watcher is not None:
+                watcher.cancel()
+            session.expired.remove_callback(expired)
+            await client._cleanup(self._withdraw(session, key, owns_session))
+            raise
+
+    async def _join(self, session: Session, key: bytes) -> tuple[int, int]:
+        """Create our key, or adopt it if it exists (a retry, or a resumed lease).
+
+        Returns (revision at which the key is known to exist, its create revision).
+        """
+        put = rpc.PutRequest(key=key, value=self.value, lease=session.lease)
+        txn = rpc.TxnRequest(
+            compare=[owns(key, 0)],
+            success=[rpc.RequestOp(request_put=put)],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))],
+        )
+        transport = self.election._client._transport
+        response = await transport.call(TXN, txn, what="join election")
+        if response.succeeded:
+            return response.header.revision, response.header.revision
+        existing = response.responses[0].response_range.kvs[0]
+        token = existing.create_revision
+        if existing.value != self.value:
+            update = rpc.TxnRequest(compare=[owns(key, token)], success=[rpc.RequestOp(request_put=put)])
+            again = await transport.call(TXN, update, what="join election")
+            if not again.succeeded:
+                raise CandidateRemoved(f"candidate key {key!r} vanished while joining")
+        return response.header.revision, token
+
+    async def _wait(
+        self, session: Session, key: bytes, token: int, gone: asyncio.Future[BaseException]
+    ) -> None:
+        """Wait until no key created before ours is left; fail if ours goes first."""
+        transport = self.election._client._transport
+        hub = self.election._client._watches
+        while True:
+            if gone.done():
+                raise gone.result()
+            session.check()
+            # Our key and its predecessor in one read: the newest two created up to ours.
+            response = await transport.call(
+                RANGE,
+                rpc.RangeRequest(
+                    key=self.election.prefix,
+                    range_end=self.election._end,
+                    max_create_revision=token,
+                    sort_order=rpc.RangeRequest.DESCEND,
+                    sort_target=rpc.RangeRequest.CREATE,
+                    limit=2,
+                    keys_only=True,
+                ),
+                what="campaign",
+            )
+            kvs = response.kvs
+            if not kvs or kvs[0].key != key or kvs[0].create_revision != token:
+                if gone.done():
+                    raise gone.result()
+                raise CandidateRemoved(f"candidate key {key!r} was deleted while waiting")
+            if len(kvs) == 1:
+                return
+            predecessor = hub.watch(
+                kvs[1].key, start_revision=response.header.revision + 1, filters=[NOPUT]
+            )
+            with predecessor:
+                await _until_deleted_or(predecessor, gone)
+
+    async def _watch_own_key(
+        self, key: bytes, token: int, revision: int, gone: asyncio.Future[BaseException]
+    ) -> None:
+        """Resolve ``gone`` when our key is deleted; re-read after compaction."""
+        client = self.election._client
+        while True:
+            own = client._watches.watch(key, start_revision=revision + 1, filters=[NOPUT])
+            with own:
+                try:
+                    await _next_delete(own)
+                except Compacted:
+                    response = await client._transport.call(
+                        RANGE, rpc.RangeRequest(key=key, keys_only=True), what="campaign"
+                    )
+                    if response.kvs and response.kvs[0].create_revision == token:
+                        revision = response.header.revision
+                        continue
+                except ClosedError:
+                    return
+            if not gone.done():
+                gone.set_result(
+                    CandidateRemoved(f"candidate key {key!r} was deleted (or its lease revoked)")
+                )
+            return
+
+    async def _withdraw(self, session: Session, key: bytes, owns_session: bool) -> None:
+        """Remove what a failed or cancelled campaign left: our key, and our own lease."""
+        if owns_session:
+            await session.close()  # revoking the lease deletes the key with it
+            return
+        txn = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=key,
+                    target=rpc.Compare.LEASE,
+                    result=rpc.Compare.EQUAL,
+                    lease=session.lease,
+                )
+            ],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+        )
+        with contextlib.suppress(EtcdError, ClosedError):
+            await self.election._client._transport.call(TXN, txn, what="withdraw candidate")
+
+
+async def _next_delete(w: Watch) -> None:
+    while True:
+        batch = await w.next()
+        if any(e.type == e.DELETE for e in batch.events):
+            return
+
+
+async def _until_deleted_or(w: Watch, gone: asyncio.Future[BaseException]) -> None:
+    """Return when the watched key is deleted (or its watch compacted); raise if we are gone."""
+    deleted = asyncio.ensure_future(_next_delete(w))
+    try:
+        await asyncio.wait({deleted, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        deleted.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Compacted, ClosedError):
+            await deleted
+    if gone.done():
+        reason = gone.result()
+        raise reason if isinstance(reason, ElectionError | ClosedError) else ClosedError(str(reason))

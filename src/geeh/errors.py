@@ -1,0 +1,56 @@
+"""The exceptions gee-h raises: one hierarchy, rooted at :class:`GeehError`.
+
+::
+
+    GeehError
+    ├── InvalidArgument          bad input (also a ValueError)
+    ├── ClosedError              the client, queue or observer was closed
+    ├── EtcdError                etcd answered with an error
+    │   └── EtcdUnavailable      no endpoint answered within the time allowed
+    └── ElectionError            the election went on without us
+        ├── SessionExpired       our lease expired, was revoked, or its local deadline passed
+        ├── CandidateRemoved     our candidate key was deleted by someone else
+        └── NotLeader            we no longer lead (proclaim or resign after loss)
+"""
+
+from __future__ import annotations
+
+
+class GeehError(Exception):
+    """Base class of every exception gee-h raises on purpose."""
+
+
+class InvalidArgument(GeehError, ValueError):
+    """An argument is of the wrong type or out of range; the message names it."""
+
+
+class ClosedError(GeehError):
+    """The object (client, completion queue, observer) has been closed."""
+
+
+class EtcdError(GeehError):
+    """etcd rejected a request; ``code`` is the gRPC status code name, if any."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EtcdUnavailable(EtcdError):
+    """No etcd endpoint answered within the time allowed (dial or request timeout)."""
+
+
+class ElectionError(GeehError):
+    """A campaign or leadership ended because the election moved on without us."""
+
+
+class SessionExpired(ElectionError):
+    """The lease behind a campaign is gone: expired, revoked, or its local deadline passed."""
+
+
+class CandidateRemoved(ElectionError):
+    """Our candidate key was deleted by someone else while we waited or led."""
+
+
+class NotLeader(ElectionError):
+    """The operation needs leadership, and this candidate does not (or no longer) lead."""

@@ -1,0 +1,363 @@
+"""Failover: which etcd member to talk to, when to leave it, and how to retry.
+
+gee-h pins one endpoint at a time, as etcd's Go client did before it balanced per call: every
+unary call and every stream goes to the pinned member. When a member fails (connection
+refused, "no leader", a deadline passed, a stream went silent) the transport moves the pin to
+the next endpoint, and every stream owner that was on the old member re-opens its stream on
+the new one. Retries follow etcd's rules: a request is retried on another member only if
+repeating it cannot change the outcome. All of gee-h's writes are compare-and-swap
+transactions made to be repeatable (see election.py), so they qualify; waits between rounds
+over all endpoints back off exponentially with full jitter, so a cluster without quorum does
+not get a retry storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from ._proto import rpc_pb2 as rpc
+from .errors import ClosedError, EtcdError, EtcdUnavailable, InvalidArgument
+
+log = logging.getLogger("geeh.failover")
+
+DEFAULT_ENDPOINT = "127.0.0.1:2379"
+
+# etcd's server keepalive policy: pings no more often than every 5 s, and only with an active
+# stream; anything else earns a GOAWAY "too_many_pings". 10 s keeps well clear of it.
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+# Without "hasleader", a request or a watch on a member cut off from the quorum just hangs.
+REQUIRE_LEADER = ("hasleader", "true")
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+
+@dataclass(frozen=True)
+class Unary(Generic[Req, Resp]):
+    """One unary etcd method: its gRPC path, response type, and whether a retry is safe."""
+
+    path: str
+    response: type[Resp]
+    repeatable: bool
+
+
+RANGE = Unary[rpc.RangeRequest, rpc.RangeResponse]("/etcdserverpb.KV/Range", rpc.RangeResponse, True)
+# Every Txn gee-h sends is a compare-and-swap that a second attempt cannot change the outcome of.
+TXN = Unary[rpc.TxnRequest, rpc.TxnResponse]("/etcdserverpb.KV/Txn", rpc.TxnResponse, True)
+PUT = Unary[rpc.PutRequest, rpc.PutResponse]("/etcdserverpb.KV/Put", rpc.PutResponse, False)
+DELETE = Unary[rpc.DeleteRangeRequest, rpc.DeleteRangeResponse](
+    "/etcdserverpb.KV/DeleteRange", rpc.DeleteRangeResponse, False
+)
+COMPACT = Unary[rpc.CompactionRequest, rpc.CompactionResponse](
+    "/etcdserverpb.KV/Compact", rpc.CompactionResponse, False
+)
+# A granted lease that we never hear of expires by itself: as Go does, retry grants.
+LEASE_GRANT = Unary[rpc.LeaseGrantRequest, rpc.LeaseGrantResponse](
+    "/etcdserverpb.Lease/LeaseGrant", rpc.LeaseGrantResponse, True
+)
+LEASE_REVOKE = Unary[rpc.LeaseRevokeRequest, rpc.LeaseRevokeResponse](
+    "/etcdserverpb.Lease/LeaseRevoke", rpc.LeaseRevokeResponse, True
+)
+LEASE_TTL = Unary[rpc.LeaseTimeToLiveRequest, rpc.LeaseTimeToLiveResponse](
+    "/etcdserverpb.Lease/LeaseTimeToLive", rpc.LeaseTimeToLiveResponse, True
+)
+MEMBER_LIST = Unary[rpc.MemberListRequest, rpc.MemberListResponse](
+    "/etcdserverpb.Cluster/MemberList", rpc.MemberListResponse, True
+)
+STATUS = Unary[rpc.StatusRequest, rpc.StatusResponse](
+    "/etcdserverpb.Maintenance/Status", rpc.StatusResponse, True
+)
+AUTHENTICATE = Unary[rpc.AuthenticateRequest, rpc.AuthenticateResponse](
+    "/etcdserverpb.Auth/Authenticate", rpc.AuthenticateResponse, True
+)
+
+WATCH_PATH = "/etcdserverpb.Watch/Watch"
+KEEPALIVE_PATH = "/etcdserverpb.Lease/LeaseKeepAlive"
+
+# Codes after which the member, not the request, is at fault: try another member.
+_MEMBER_FAULTS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def parse_endpoints(endpoints: str | Sequence[str] | None) -> list[str]:
+    """Normalise endpoints to "host:port" strings.
+
+    Accepts one string (comma-separated allowed) or a sequence; "http://" prefixes are dropped.
+    """
+    if endpoints is None:
+        return [DEFAULT_ENDPOINT]
+    if isinstance(endpoints, str):
+        items: Iterable[Any] = endpoints.split(",")
+    elif isinstance(endpoints, Sequence):
+        items = endpoints
+    else:
+        raise InvalidArgument(
+            f"endpoints must be a string or a sequence of strings, not {type(endpoints).__name__}"
+        )
+    result: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidArgument(f"endpoint {item!r} is not a string")
+        text = item.strip()
+        if not text:
+            continue
+        if text.startswith("https://"):
+            raise InvalidArgument(f"endpoint {text!r}: TLS endpoints are not supported yet")
+        text = text.removeprefix("http://").rstrip("/")
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidArgument(f"endpoint {item!r} is not of the form host:port")
+        if text not in result:
+            result.append(text)
+    if not result:
+        raise InvalidArgument("no etcd endpoint given")
+    return result
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base*2**n))."""
+
+    def __init__(self, base: float = 0.05, cap: float = 1.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * (2**self.attempt)))
+        self.attempt = min(self.attempt + 1, 30)
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Transport:
+    """The connection to an etcd cluster: endpoints, the pinned member, retries.
+
+    Owned by a :class:`geeh.Client`; everything else reaches etcd through it.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        request_timeout: float,
+        attempt_timeout: float,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.endpoints = list(endpoints)
+        self.request_timeout = request_timeout
+        self.attempt_timeout = attempt_timeout
+        self._options = [*CHANNEL_OPTIONS, *channel_options]
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._pinned = 0
+        self._generation = 0
+        self._moved: asyncio.Future[None] | None = None
+        self._closed = False
+        self.token: str | None = None
+        self.credentials: tuple[str, str] | None = None
+        self.request_count = 0  # every unary attempt and stream opened; read by tests and benchmarks
+        self.on_request: Callable[[str, str], None] | None = None
+
+    # -- the pinned member ---------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The member currently pinned."""
+        return self.endpoints[self._pinned]
+
+    @property
+    def generation(self) -> int:
+        """Bumped each time the pin moves; stream owners compare it to notice a move."""
+        return self._generation
+
+    def channel(self, endpoint: str) -> grpc.aio.Channel:
+        if self._closed:
+            raise ClosedError("the client is closed")
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            self._channels[endpoint] = channel
+        return channel
+
+    def fail(self, endpoint: str, reason: object) -> None:
+        """Report that ``endpoint`` failed; if it is pinned, move to the next member."""
+        if endpoint != self.endpoint or len(self.endpoints) == 1:
+            if endpoint == self.endpoint:
+                self._bump()
+            return
+        self._pinned = (self._pinned + 1) % len(self.endpoints)
+        log.info("leaving etcd member %s (%s); now using %s", endpoint, reason, self.endpoint)
+        self._bump()
+
+    def _bump(self) -> None:
+        self._generation += 1
+        if self._moved is not None and not self._moved.done():
+            self._moved.set_result(None)
+        self._moved = None
+
+    async def wait_moved(self, generation: int) -> None:
+        """Return once the pin has moved past ``generation`` (a failure was reported)."""
+        while self._generation == generation:
+            if self._moved is None:
+                self._moved = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._moved)
+
+    def add_endpoints(self, endpoints: Iterable[str]) -> None:
+        for endpoint in endpoints:
+            if endpoint not in self.endpoints:
+                self.endpoints.append(endpoint)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        if self.token is None:
+            return (REQUIRE_LEADER,)
+        return (REQUIRE_LEADER, ("token", self.token))
+
+    def count(self, path: str) -> None:
+        self.request_count += 1
+        if self.on_request is not None:
+            self.on_request(self.endpoint, path)
+
+    # -- unary calls with etcd's retry rules --------------------------------------------
+
+    async def call(
+        self,
+        method: Unary[Req, Resp],
+        request: Req,
+        *,
+        timeout: float | None = None,
+        what: str | None = None,
+    ) -> Resp:
+        """Send ``request``, retrying on other members while that is safe and time remains.
+
+        Raises EtcdUnavailable when no member answered within ``timeout`` (default: the
+        client's request timeout) and EtcdError when etcd rejected the request.
+        """
+        what = what or method.path.rsplit("/", 1)[-1]
+        deadline = time.monotonic() + (self.request_timeout if timeout is None else timeout)
+        backoff = Backoff()
+        tried_since_backoff = 0
+        last: grpc.aio.AioRpcError | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _unavailable(what, self.endpoints, last)
+            endpoint = self.endpoint
+            callable_ = self.channel(endpoint).unary_unary(
+                method.path,
+                request_serializer=_serialize,
+                response_deserializer=method.response.FromString,
+            )
+            self.count(method.path)
+            try:
+                response: Resp = await callable_(
+                    request,
+                    timeout=min(remaining, self.attempt_timeout),
+                    metadata=self.metadata(),
+                )
+                return response
+            except grpc.aio.AioRpcError as err:
+                last = err
+                code = err.code()
+                if code == grpc.StatusCode.UNAUTHENTICATED and self.credentials is not None:
+                    await self.authenticate()
+                    continue
+                if code not in _MEMBER_FAULTS or not _may_retry(method, err):
+                    raise translate(err, what) from None
+                self.fail(endpoint, f"{code.name}: {err.details()}")
+                tried_since_backoff += 1
+            # One pass over every member without a pause, then back off before the next pass.
+            if tried_since_backoff >= len(self.endpoints):
+                tried_since_backoff = 0
+                delay = min(backoff.next_delay(), max(0.0, deadline - time.monotonic()))
+                await asyncio.sleep(delay)
+
+    async def authenticate(self) -> None:
+        """Get a fresh auth token with the stored credentials (etcd auth)."""
+        if self.credentials is None:
+            return
+        name, password = self.credentials
+        self.token = None
+        response = await self.call(
+            AUTHENTICATE, rpc.AuthenticateRequest(name=name, password=password)
+        )
+        self.token = response.token
+
+    async def discover(self, timeout: float | None = None) -> list[str]:
+        """Ask the cluster for its members' client URLs and add them to the endpoints."""
+        response = await self.call(MEMBER_LIST, rpc.MemberListRequest(), timeout=timeout)
+        found: list[str] = []
+        for member in response.members:
+            if member.isLearner:
+                continue
+            for url in member.clientURLs:
+                if url.startswith("http://"):
+                    found.append(url.removeprefix("http://").rstrip("/"))
+        self.add_endpoints(found)
+        return found
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._bump()
+        channels, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _may_retry(method: Unary[Any, Any], err: grpc.aio.AioRpcError) -> bool:
+    if method.repeatable:
+        return True
+    # A request that never left the client may be sent again whatever it is.
+    details = (err.details() or "").lower()
+    return err.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in details or "connection refused" in details
+    )
+
+
+def _unavailable(
+    what: str, endpoints: Sequence[str], last: grpc.aio.AioRpcError | None
+) -> EtcdUnavailable:
+    reason = f": last error {last.code().name} {last.details()}" if last is not None else ""
+    return EtcdUnavailable(
+        f"{what}: no etcd endpoint answered in time (tried {', '.join(endpoints)}){reason}",
+        code="UNAVAILABLE",
+    )
+
+
+def translate(err: grpc.aio.AioRpcError, what: str) -> EtcdError:
+    """Turn a gRPC error into gee-h's: one line naming the operation and etcd's reason."""
+    code = err.code()
+    details = err.details() or ""
+    if code in _MEMBER_FAULTS:
+        return EtcdUnavailable(f"{what}: {details or code.name}", code=code.name)
+    if "too large" in details or "larger than max" in details:
+        return EtcdError(
+            f"{what}: the request is larger than etcd accepts ({details})", code=code.name
+        )
+    return EtcdError(f"{what}: etcd answered {code.name}: {details}", code=code.name)

@@ -1,0 +1,146 @@
+"""Leadership: what a won campaign holds, and how it ends (resign, or loss)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from ._proto import rpc_pb2 as rpc
+from .errors import CandidateRemoved, NotLeader
+from .failover import TXN
+from .keys import to_bytes
+from .loss import LossSignal
+from .session import Session
+
+if TYPE_CHECKING:
+    from .election import Election
+
+log = logging.getLogger("geeh.leadership")
+
+
+def owns(key: bytes, token: int) -> rpc.Compare:
+    """The fencing guard: true while ``key`` is still the one created at revision ``token``."""
+    return rpc.Compare(
+        key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=token
+    )
+
+
+class Leadership:
+    """Leadership of an election, from the moment it was won until resign or loss.
+
+    ``lost`` is a :class:`~geeh.LossSignal`: awaiting it returns when leadership ends; its
+    reason says why (None after :meth:`resign`). It is set within one watch event of our key
+    being deleted or our lease revoked, and at the latest when the session's local deadline
+    passes, which is before etcd could let anyone else lead. Guard writes made as leader with
+    ``Compare(CreateRevision(key) == token)`` in the same Txn to fence out a deposed leader.
+    """
+
+    def __init__(
+        self,
+        election: Election,
+        session: Session,
+        owns_session: bool,
+        key: bytes,
+        value: bytes,
+        token: int,
+        gone: asyncio.Future[BaseException],
+        watcher: asyncio.Task[None],
+    ) -> None:
+        self.election = election
+        self.session = session
+        self.key = key
+        self.value = value
+        self.token = token
+        self.lost = LossSignal()
+        self._owns_session = owns_session
+        self._watcher = watcher
+        self._resigned = False
+        gone.add_done_callback(self._on_gone)
+        self.lost.add_callback(self._on_lost)
+
+    @property
+    def lease(self) -> int:
+        """The lease our key is attached to."""
+        return self.session.lease
+
+    @property
+    def is_leader(self) -> bool:
+        """True while we lead: not lost, not resigned, and the session's deadline is ahead."""
+        return not self.lost.is_set() and self.session.alive
+
+    def _on_gone(self, gone: asyncio.Future[BaseException]) -> None:
+        if not gone.cancelled():
+            self.lost.set(gone.result())
+
+    def _on_lost(self, reason: BaseException | None) -> None:
+        if reason is not None:
+            log.warning("leadership of %r lost: %s", self.election.name, reason)
+        self._watcher.cancel()
+        if self._owns_session and not self._resigned and reason is not None:
+            # Nobody will use this lease again; revoking it frees the election at once.
+            self.election._client._spawn(self.session.close())
+
+    async def proclaim(self, value: str | bytes) -> None:
+        """Publish a new value without giving up leadership. Raises NotLeader if we don't lead."""
+        data = to_bytes(value, "value")
+        self._check()
+        txn = rpc.TxnRequest(
+            compare=[owns(self.key, self.token)],
+            success=[
+                rpc.RequestOp(
+                    request_put=rpc.PutRequest(key=self.key, value=data, lease=self.lease)
+                )
+            ],
+        )
+        response = await self.election._client._transport.call(TXN, txn, what="proclaim")
+        if not response.succeeded:
+            self.lost.set(CandidateRemoved(f"candidate key {self.key!r} is gone"))
+            self._check()
+        self.value = data
+
+    def _check(self) -> None:
+        if self._resigned:
+            raise NotLeader("this leadership was resigned")
+        if self.lost.is_set():
+            raise NotLeader(f"leadership was lost: {self.lost.reason}")
+        self.session.check()
+
+    async def resign(self) -> None:
+        """Give up leadership: delete our key so the next candidate takes over.
+
+        Idempotent and safe to retry: if etcd cannot be reached the error is raised and the
+        state kept, so calling again finishes the job. ``lost`` is set first, so nothing acts
+        as leader while the request is in flight.
+        """
+        if self._resigned:
+            return
+        self.lost.set(None)
+        txn = rpc.TxnRequest(
+            compare=[owns(self.key, self.token)],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
+        )
+        await self.election._client._transport.call(TXN, txn, what="resign")
+        self._resigned = True
+        self.election._client._forget(self)
+        if self._owns_session:
+            await self.session.close()
+
+    async def _close(self) -> None:
+        """The client is closing: resign, quietly and within bounds."""
+        with contextlib.suppress(Exception):
+            await self.resign()
+        self._watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watcher
+
+    async def __aenter__(self) -> Leadership:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.resign()
+
+    def __repr__(self) -> str:
+        state = "leading" if self.is_leader else "ended"
+        return f"<Leadership {self.key!r} token={self.token} {state}>"

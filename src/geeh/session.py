@@ -1,0 +1,315 @@
+"""Sessions: a lease kept alive every TTL/3, and the local deadline that bounds our trust in it.
+
+A session knows when it was last confirmed: the send time of the last keepalive that etcd
+answered. etcd cannot expire the lease before that time plus the TTL, so until then (less a
+safety margin) the session is certainly alive, whatever the network does. When the deadline
+passes without a newer answer, the session declares itself expired before etcd can hand
+leadership to anyone else. A keepalive answered with TTL <= 0 means the lease is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+
+from ._proto import rpc_pb2 as rpc
+from .errors import ClosedError, EtcdError, InvalidArgument, SessionExpired
+from .failover import KEEPALIVE_PATH, LEASE_GRANT, LEASE_REVOKE, LEASE_TTL, Backoff, Transport
+from .loss import LossSignal
+
+log = logging.getLogger("geeh.session")
+
+MIN_TTL = 1
+
+
+def safety_margin(ttl: float) -> float:
+    """How long before the lease could expire on etcd we stop trusting it: 10%, 0.1-1 s."""
+    return min(1.0, max(0.1, ttl * 0.1))
+
+
+def check_ttl(ttl: object) -> int:
+    """Validate a TTL in seconds (int, or a float with no fraction)."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise InvalidArgument(f"ttl must be a number of seconds, not {type(ttl).__name__}")
+    if ttl != ttl or ttl < MIN_TTL:
+        raise InvalidArgument(f"ttl must be at least {MIN_TTL} second, got {ttl!r}")
+    if ttl != int(ttl):
+        raise InvalidArgument(f"ttl must be a whole number of seconds (etcd's unit), got {ttl!r}")
+    return int(ttl)
+
+
+class Lessor:
+    """Owns the client's LeaseKeepAlive stream, shared by every session of the client."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._outbox: asyncio.Queue[rpc.LeaseKeepAliveRequest] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._waiters: dict[int, collections.deque[asyncio.Future[int]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def keepalive(self, lease: int, timeout: float) -> int:
+        """Send one keepalive for ``lease``; return the TTL etcd answered.
+
+        Raises ConnectionError if the stream broke or no answer came within ``timeout``; in the
+        latter case the member is reported as failed so the next attempt goes elsewhere.
+        """
+        if self._closed:
+            raise ClosedError("the client is closed")
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="geeh-lessor")
+        while self._outbox is None:
+            if self._ready is None:
+                self._ready = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._ready)
+        endpoint = self._transport.endpoint
+        reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(lease, collections.deque()).append(reply)
+        self._outbox.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease))
+        try:
+            return await asyncio.wait_for(reply, timeout)
+        except TimeoutError:
+            self._transport.fail(endpoint, f"no keepalive answer within {timeout:.1f}s")
+            raise ConnectionError(f"no keepalive answer from {endpoint}") from None
+        finally:
+            queue = self._waiters.get(lease)
+            if queue is not None and reply in queue:
+                queue.remove(reply)
+                if not queue:
+                    del self._waiters[lease]
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        transport = self._transport
+        while not self._closed:
+            endpoint, generation = transport.endpoint, transport.generation
+            outbox: asyncio.Queue[rpc.LeaseKeepAliveRequest] = asyncio.Queue()
+            transport.count(KEEPALIVE_PATH)
+            call = transport.channel(endpoint).stream_stream(
+                KEEPALIVE_PATH,
+                request_serializer=rpc.LeaseKeepAliveRequest.SerializeToString,
+                response_deserializer=rpc.LeaseKeepAliveResponse.FromString,
+            )(_drain(outbox), metadata=transport.metadata())
+            self._outbox = outbox
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+            self._ready = None
+            reader = asyncio.ensure_future(self._read(call, backoff))
+            moved = asyncio.ensure_future(transport.wait_moved(generation))
+            try:
+                await asyncio.wait({reader, moved}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._outbox = None
+                call.cancel()
+                for t in (reader, moved):
+                    t.cancel()
+                await asyncio.gather(reader, moved, return_exceptions=True)
+                self._fail_waiters(ConnectionError("keepalive stream restarted"))
+            if reader.done() and not reader.cancelled() and not self._closed:
+                transport.fail(endpoint, reader.exception())
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _read(self, call: grpc.aio.StreamStreamCall, backoff: Backoff) -> None:
+        try:
+            async for response in call:
+                backoff.reset()
+                queue = self._waiters.get(response.ID)
+                if queue:
+                    reply = queue.popleft()
+                    if not reply.done():
+                        reply.set_result(response.TTL)
+        except grpc.aio.AioRpcError as err:
+            raise ConnectionError(f"keepalive stream: {err.code().name} {err.details()}") from None
+        raise ConnectionError("keepalive stream ended")
+
+    def _fail_waiters(self, err: BaseException) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for queue in waiters.values():
+            for reply in queue:
+                if not reply.done():
+                    reply.set_exception(err)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._fail_waiters(ClosedError("the client is closed"))
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ClosedError("the client is closed"))
+            self._ready.exception()  # mark retrieved
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Session:
+    """A lease and the task that keeps it alive.
+
+    Create one with ``await client.session(ttl)`` (or ``async with client.session(ttl)``); a
+    campaign makes its own when given none. ``expired`` is set, with a
+    :class:`~geeh.SessionExpired` reason, when the lease is lost; ``close()`` revokes it.
+    """
+
+    def __init__(
+        self, transport: Transport, lessor: Lessor, lease: int, ttl: int, confirmed_at: float
+    ) -> None:
+        self._transport = transport
+        self._lessor = lessor
+        self.lease = lease
+        self.ttl = ttl
+        self.expired = LossSignal()
+        self.deadline = confirmed_at + ttl - safety_margin(ttl)
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- creation --------------------------------------------------------------------------
+
+    @classmethod
+    async def grant(cls, transport: Transport, lessor: Lessor, ttl: int) -> Session:
+        """Grant a new lease of ``ttl`` seconds (etcd may grant more) and keep it alive."""
+        sent = time.monotonic()
+        response = await transport.call(LEASE_GRANT, rpc.LeaseGrantRequest(TTL=ttl), what="grant lease")
+        if response.error:
+            raise EtcdError(f"grant lease: {response.error}")
+        session = cls(transport, lessor, response.ID, response.TTL, sent)
+        session._start()
+        return session
+
+    @classmethod
+    async def resume(cls, transport: Transport, lessor: Lessor, lease: int) -> Session:
+        """Keep alive an existing lease (after a restart): no new grant, same candidate key."""
+        if isinstance(lease, bool) or not isinstance(lease, int) or lease <= 0:
+            raise InvalidArgument(f"lease must be a positive int lease ID, got {lease!r}")
+        sent = time.monotonic()
+        response = await transport.call(
+            LEASE_TTL, rpc.LeaseTimeToLiveRequest(ID=lease), what="resume lease"
+        )
+        if response.TTL <= 0:
+            raise SessionExpired(f"lease {lease:x} does not exist (expired or revoked)")
+        session = cls(transport, lessor, lease, response.grantedTTL, sent)
+        session.deadline = sent + response.TTL - safety_margin(response.grantedTTL)
+        session._start()
+        return session
+
+    def _start(self) -> None:
+        self._arm_timer()
+        self._task = asyncio.get_running_loop().create_task(
+            self._keepalive(), name=f"geeh-keepalive-{self.lease:x}"
+        )
+
+    # -- keeping it alive --------------------------------------------------------------------
+
+    @property
+    def interval(self) -> float:
+        return self.ttl / 3
+
+    @property
+    def reply_timeout(self) -> float:
+        return min(2.0, max(0.5, self.ttl / 5))
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        # loop.time() and time.monotonic() are the same clock in asyncio's default loop.
+        self._timer = loop.call_at(self.deadline, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._expire(
+            SessionExpired(
+                f"lease {self.lease:x}: no keepalive answered in time; "
+                "it may expire on etcd any moment, so it is treated as lost"
+            )
+        )
+
+    def _expire(self, reason: SessionExpired) -> None:
+        if self.expired.set(reason):
+            log.warning("session %x expired: %s", self.lease, reason)
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._task is not None and self._task is not asyncio.current_task():
+                self._task.cancel()
+
+    async def _keepalive(self) -> None:
+        backoff = Backoff(base=0.02, cap=0.5)
+        while not self.expired.is_set():
+            sent = time.monotonic()
+            try:
+                ttl = await self._lessor.keepalive(self.lease, self.reply_timeout)
+            except ClosedError:
+                return
+            except ConnectionError as err:
+                log.debug("keepalive %x: %s", self.lease, err)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            if ttl <= 0:
+                self._expire(SessionExpired(f"lease {self.lease:x} expired or was revoked"))
+                return
+            deadline = sent + ttl - safety_margin(self.ttl)
+            if deadline > self.deadline:
+                self.deadline = deadline
+                self._arm_timer()
+            await asyncio.sleep(self.interval)
+
+    @property
+    def alive(self) -> bool:
+        """True while the lease is known alive: not expired, not closed, deadline ahead."""
+        return not self.expired.is_set() and time.monotonic() < self.deadline
+
+    def check(self) -> None:
+        """Raise the expiry reason if the session has ended."""
+        if self.expired.is_set():
+            reason = self.expired.reason
+            raise reason if reason is not None else SessionExpired("the session was closed")
+        if time.monotonic() >= self.deadline:
+            self._deadline_passed()
+            self.check()
+
+    async def close(self, *, revoke: bool = True) -> None:
+        """Stop the keepalives and revoke the lease (bounded, best effort). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        was_alive = not self.expired.is_set()
+        self.expired.set(None)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if revoke and was_alive:
+            with contextlib.suppress(EtcdError, ClosedError):
+                await self._transport.call(
+                    LEASE_REVOKE,
+                    rpc.LeaseRevokeRequest(ID=self.lease),
+                    timeout=min(self._transport.request_timeout, 2.0),
+                    what="revoke lease",
+                )
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<Session lease={self.lease:x} ttl={self.ttl} alive={self.alive}>"
+
+
+async def _drain(
+    outbox: asyncio.Queue[rpc.LeaseKeepAliveRequest],
+) -> AsyncIterator[rpc.LeaseKeepAliveRequest]:
+    while True:
+        yield await outbox.get()
