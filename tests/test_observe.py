@@ -70,7 +70,9 @@ async def test_two_changes_in_one_batch_are_both_reported(client: geeh.Client, n
         await client._transport.call(
             TXN,
             rpc_pb2.TxnRequest(
-                success=[rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=other))]
+                success=[
+                    rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=other))
+                ]
             ),
         )
         assert await within(anext(changes), 5, "no leader") is None

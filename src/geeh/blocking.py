@@ -43,7 +43,8 @@ class ActiveCompletionQueue:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._owned: list[Any] = []
-        self._closed = False
+        self._closed = False  # no new work from users
+        self._stopped = False  # the loop no longer runs: no work at all
         self._lock = threading.Lock()
         self._thread.start()
 
@@ -54,7 +55,7 @@ class ActiveCompletionQueue:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run ``coro`` on the loop; returns a Future for its result."""
-        if self._closed:
+        if self._stopped:
             coro.close()
             raise ClosedError("the completion queue is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -68,6 +69,9 @@ class ActiveCompletionQueue:
 
     def client(self, endpoints: str | Sequence[str] | None = None, **options: Any) -> Client:
         """A connected :class:`Client` living on this queue's loop, closed with the queue."""
+
+        if self._closed:
+            raise ClosedError("the completion queue is closed")
 
         async def make() -> Client:
             client = Client(endpoints, **options)
@@ -99,7 +103,10 @@ class ActiveCompletionQueue:
             owned, self._owned = self._owned[::-1], []
         for thing in owned:
             with contextlib.suppress(Exception):
-                thing.close()
+                if isinstance(thing, Client):
+                    self.call(thing.close(), timeout)
+                else:
+                    thing.close()
 
         async def cancel_rest() -> None:
             me = asyncio.current_task()
@@ -111,6 +118,7 @@ class ActiveCompletionQueue:
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(cancel_rest(), self._loop).result(timeout)
+        self._stopped = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
         if not self._thread.is_alive():

@@ -157,7 +157,9 @@ class Client:
     async def compact(self, revision: int | None = None) -> int:
         """Compact etcd's history up to ``revision`` (default: the current one). For tests/ops."""
         if revision is None:
-            response = await self._transport.call(RANGE, rpc.RangeRequest(key=b"\x00", count_only=True))
+            response = await self._transport.call(
+                RANGE, rpc.RangeRequest(key=b"\x00", count_only=True)
+            )
             revision = response.header.revision
         await self._transport.call(COMPACT, rpc.CompactionRequest(revision=revision, physical=True))
         return revision

@@ -189,7 +189,9 @@ class Campaign:
         existing = response.responses[0].response_range.kvs[0]
         token = existing.create_revision
         if existing.value != self.value:
-            update = rpc.TxnRequest(compare=[owns(key, token)], success=[rpc.RequestOp(request_put=put)])
+            update = rpc.TxnRequest(
+                compare=[owns(key, token)], success=[rpc.RequestOp(request_put=put)]
+            )
             again = await transport.call(TXN, update, what="join election")
             if not again.succeeded:
                 raise CandidateRemoved(f"candidate key {key!r} vanished while joining")
@@ -288,11 +290,14 @@ async def _until_deleted_or(w: Watch, gone: asyncio.Future[BaseException]) -> No
     """Return when the watched key is deleted (or its watch compacted); raise if we are gone."""
     deleted = asyncio.ensure_future(_next_delete(w))
     try:
-        await asyncio.wait({deleted, gone}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {deleted, gone}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
         deleted.cancel()
         with contextlib.suppress(asyncio.CancelledError, Compacted, ClosedError):
             await deleted
     if gone.done():
         reason = gone.result()
-        raise reason if isinstance(reason, ElectionError | ClosedError) else ClosedError(str(reason))
+        raise (
+            reason if isinstance(reason, ElectionError | ClosedError) else ClosedError(str(reason))
+        )

@@ -63,7 +63,9 @@ class Unary(Generic[Req, Resp]):
     repeatable: bool
 
 
-RANGE = Unary[rpc.RangeRequest, rpc.RangeResponse]("/etcdserverpb.KV/Range", rpc.RangeResponse, True)
+RANGE = Unary[rpc.RangeRequest, rpc.RangeResponse](
+    "/etcdserverpb.KV/Range", rpc.RangeResponse, True
+)
 # Every Txn gee-h sends is a compare-and-swap that a second attempt cannot change the outcome of.
 TXN = Unary[rpc.TxnRequest, rpc.TxnResponse]("/etcdserverpb.KV/Txn", rpc.TxnResponse, True)
 PUT = Unary[rpc.PutRequest, rpc.PutResponse]("/etcdserverpb.KV/Put", rpc.PutResponse, False)
@@ -177,7 +179,9 @@ class Transport:
         self._closed = False
         self.token: str | None = None
         self.credentials: tuple[str, str] | None = None
-        self.request_count = 0  # every unary attempt and stream opened; read by tests and benchmarks
+        self.request_count = (
+            0  # every unary attempt and stream opened; read by tests and benchmarks
+        )
         self.on_request: Callable[[str, str], None] | None = None
 
     # -- the pinned member ---------------------------------------------------------------
@@ -323,7 +327,7 @@ class Transport:
         self._closed = True
         self._bump()
         channels, self._channels = list(self._channels.values()), {}
-        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+        await asyncio.gather(*(c.close(None) for c in channels), return_exceptions=True)
 
 
 def _serialize(message: Message) -> bytes:

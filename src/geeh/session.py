@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -117,7 +118,7 @@ class Lessor:
                 transport.fail(endpoint, reader.exception())
                 await asyncio.sleep(backoff.next_delay())
 
-    async def _read(self, call: grpc.aio.StreamStreamCall, backoff: Backoff) -> None:
+    async def _read(self, call: grpc.aio.StreamStreamCall[Any, Any], backoff: Backoff) -> None:
         try:
             async for response in call:
                 backoff.reset()
@@ -178,7 +179,9 @@ class Session:
     async def grant(cls, transport: Transport, lessor: Lessor, ttl: int) -> Session:
         """Grant a new lease of ``ttl`` seconds (etcd may grant more) and keep it alive."""
         sent = time.monotonic()
-        response = await transport.call(LEASE_GRANT, rpc.LeaseGrantRequest(TTL=ttl), what="grant lease")
+        response = await transport.call(
+            LEASE_GRANT, rpc.LeaseGrantRequest(TTL=ttl), what="grant lease"
+        )
         if response.error:
             raise EtcdError(f"grant lease: {response.error}")
         session = cls(transport, lessor, response.ID, response.TTL, sent)

@@ -14,6 +14,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -53,7 +54,7 @@ class Watch:
         key: bytes,
         range_end: bytes,
         start_revision: int,
-        filters: Sequence[int],
+        filters: Sequence[rpc.WatchCreateRequest.FilterType],
     ) -> None:
         self._hub = hub
         self.key = key
@@ -117,7 +118,7 @@ class WatchHub:
         *,
         range_end: bytes = b"",
         start_revision: int,
-        filters: Sequence[int] = (),
+        filters: Sequence[rpc.WatchCreateRequest.FilterType] = (),
     ) -> Watch:
         """Start watching ``key`` (to ``range_end``) from ``start_revision``.
 
@@ -176,7 +177,7 @@ class WatchHub:
                     transport.fail(endpoint, err)
                     await asyncio.sleep(backoff.next_delay())
 
-    async def _read(self, call: grpc.aio.StreamStreamCall, backoff: Backoff) -> None:
+    async def _read(self, call: grpc.aio.StreamStreamCall[Any, Any], backoff: Backoff) -> None:
         try:
             async for response in call:
                 backoff.reset()

@@ -1,0 +1,49 @@
+# Everything runs from a virtualenv in .venv that these targets create on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench lint protos etcd34 clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+## demo: start a local 3-member etcd, run candidates and an observer, show failovers
+demo: $(STAMP)
+	$(BIN)/geeh demo
+
+## test: the default suite (unit + integration against real etcd, lint, types)
+test: $(STAMP)
+	$(BIN)/ruff check src tests scripts examples
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+## test-slow: fault-injection tests against a 3-member cluster
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+## bench: benchmarks side by side with etcdctl elect; writes BENCHMARKS.md
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts examples
+	$(BIN)/ruff format --check src tests scripts examples
+	$(BIN)/mypy
+
+## protos: regenerate src/geeh/_proto from the .proto files beside them
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+## etcd34: Debian's etcd 3.4, the second server version the tests run against (needs root)
+etcd34:
+	@if [ ! -x /usr/bin/etcd ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

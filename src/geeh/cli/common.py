@@ -1,0 +1,301 @@
+"""What every ``geeh`` command shares: exit codes, endpoints, signals, errors and output."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from ..client import Client
+from ..errors import EtcdUnavailable, GeehError, InvalidArgument
+from ..leader import Leader
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # also: `geeh leader` found no leader
+EXIT_USAGE = 2
+EXIT_LOST = 3
+EXIT_UNAVAILABLE = 4
+
+DEFAULT_ENDPOINTS = "127.0.0.1:2379"
+ENDPOINTS_ENV = "GEEH_ENDPOINTS"
+FALLBACK_ENDPOINTS_ENV = "ETCDCTL_ENDPOINTS"
+DEFAULT_DIAL_TIMEOUT = 5.0
+# How long shutting down (resign, revoke) may take before we give up on an unreachable etcd:
+# what we leave behind then expires with its lease anyway.
+CLOSE_TIMEOUT = 5.0
+
+EXIT_CODES_EPILOG = """\
+exit status:
+  0    success; also a command stopped by SIGINT or SIGTERM after cleaning up
+  1    general error; `geeh leader`: the election has no leader
+  2    usage error
+  3    leadership lost (`elect`, `run`)
+  4    etcd unavailable (not reachable within --dial-timeout, or lost for longer
+       than a request may take)
+  `geeh run` exits with CMD's status (128+N if CMD was killed by signal N), or
+  128+N if signal N stopped it before CMD started.
+
+environment:
+  GEEH_ENDPOINTS     default for --endpoints (ETCDCTL_ENDPOINTS is used if unset;
+                     without either: 127.0.0.1:2379)
+  GEEH_ETCD_BIN      etcd server binary for `geeh etcd` and `geeh demo`
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the hand-made layout of descriptions and epilogs; show defaults where given."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """--endpoints and --dial-timeout, accepted before or after the command name.
+
+    On sub-commands the defaults are suppressed, so a value given before the command name is
+    not overwritten by the sub-command's default.
+    """
+    default: Any = None if top_level else argparse.SUPPRESS
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--endpoints",
+        metavar="A,B,C",
+        default=default,
+        help=f"etcd endpoints, host:port separated by commas (default: ${ENDPOINTS_ENV}, "
+        f"${FALLBACK_ENDPOINTS_ENV}, or {DEFAULT_ENDPOINTS})",
+    )
+    group.add_argument(
+        "--dial-timeout",
+        metavar="S",
+        type=positive_float,
+        default=DEFAULT_DIAL_TIMEOUT if top_level else argparse.SUPPRESS,
+        help=f"give up if etcd does not answer within S seconds (default: "
+        f"{DEFAULT_DIAL_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top_level else argparse.SUPPRESS,
+        help="log what the client does on stderr (-vv: debug)",
+    )
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def endpoints_from(args: argparse.Namespace) -> str:
+    """--endpoints, else $GEEH_ENDPOINTS, else $ETCDCTL_ENDPOINTS, else 127.0.0.1:2379."""
+    given: str | None = getattr(args, "endpoints", None)
+    for candidate in (
+        given,
+        os.environ.get(ENDPOINTS_ENV),
+        os.environ.get(FALLBACK_ENDPOINTS_ENV),
+    ):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    return DEFAULT_ENDPOINTS
+
+
+def configure_logging(verbosity: int) -> None:
+    """Library warnings (such as "leadership lost") only with -v: commands say it themselves."""
+    logger = logging.getLogger("geeh")
+    if verbosity <= 0:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+        return
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity > 1 else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def error(prog: str, message: object) -> None:
+    """One line on stderr, prefixed with the command's name."""
+    text = " ".join(str(message).split()) or type(message).__name__
+    print(f"{prog}: {text}", file=sys.stderr, flush=True)
+
+
+def as_bytes(text: str) -> bytes:
+    """A command-line argument as the bytes the user typed (non-UTF-8 bytes survive)."""
+    return os.fsencode(text)
+
+
+def write_leader_lines(leader: Leader) -> None:
+    """The key line and the value line, byte for byte as `etcdctl elect` prints them."""
+    out = sys.stdout.buffer
+    out.write(leader.key + b"\n" + leader.value + b"\n")
+    out.flush()
+
+
+def leader_json(leader: Leader | None) -> str:
+    """One JSON object for a leader (or no leader, all fields null), with the time seen."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    if leader is None:
+        record: dict[str, Any] = {"key": None, "value": None, "token": None, "lease": None}
+    else:
+        record = {
+            "key": leader.key_str,
+            "value": leader.value_str,
+            "token": leader.token,
+            "lease": leader.lease,
+        }
+    record["time"] = now
+    return json.dumps(record)
+
+
+def print_line(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- signals ---------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while waiting for something else."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Signals:
+    """SIGINT and SIGTERM, delivered to asyncio code instead of killing the process.
+
+    ``first`` is the first signal received (or None); ``stopped`` fires with it; ``next()``
+    returns each signal in turn (for forwarding them to a child).
+    """
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._stopped = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        for signum in self.HANDLED:
+            self._loop.add_signal_handler(signum, self._received, signum)
+
+    def _received(self, signum: int) -> None:
+        if self.first is None:
+            self.first = signum
+        self._queue.put_nowait(signum)
+        self._stopped.set()
+
+    async def stopped(self) -> int:
+        await self._stopped.wait()
+        assert self.first is not None
+        return self.first
+
+    async def next(self) -> int:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        # Back to raising KeyboardInterrupt / terminating, for whatever runs after the loop.
+        for signum in self.HANDLED:
+            self._loop.remove_signal_handler(signum)
+
+
+async def unless_stopped(aw: Awaitable[T], signals: Signals) -> T:
+    """Await ``aw``; if a stop signal comes first, cancel it and raise Interrupted."""
+    if signals.first is not None:
+        if asyncio.iscoroutine(aw):
+            aw.close()
+        raise Interrupted(signals.first)
+    task = asyncio.ensure_future(aw)
+    stop = asyncio.ensure_future(signals.stopped())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            # The task cleans up (e.g. a campaign withdraws its key) before it ends.
+            with contextlib.suppress(asyncio.CancelledError, GeehError):
+                await task
+    if task.cancelled():
+        assert signals.first is not None
+        raise Interrupted(signals.first)
+    return task.result()
+
+
+@contextlib.asynccontextmanager
+async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator[Client]:
+    """A connected Client for the command's endpoints; closed (bounded in time) on exit."""
+    client = Client(endpoints_from(args), dial_timeout=args.dial_timeout)
+    try:
+        await unless_stopped(client.connect(), signals)
+        yield client
+    finally:
+        # Closing resigns and revokes; bounded, since etcd may be gone by now.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
+
+
+def run_command(
+    prog: str,
+    command: Callable[[argparse.Namespace, Signals], Coroutine[Any, Any, int]],
+    args: argparse.Namespace,
+) -> int:
+    """Run an asyncio command; map gee-h's exceptions to one line on stderr and an exit code."""
+
+    async def guarded() -> int:
+        signals = Signals()
+        try:
+            return await command(args, signals)
+        except Interrupted:
+            return EXIT_OK  # stopped on request, after cleaning up
+        finally:
+            signals.close()
+
+    try:
+        return asyncio.run(guarded())
+    except KeyboardInterrupt:  # before the handlers were installed
+        return 128 + signal.SIGINT
+    except Exception as err:  # noqa: BLE001 - the one place that turns errors into exit codes
+        return report(prog, err)
+
+
+def report(prog: str, err: BaseException) -> int:
+    """One line on stderr for an error, and the exit status it calls for."""
+    if isinstance(err, EtcdUnavailable):
+        error(prog, err)
+        return EXIT_UNAVAILABLE
+    if isinstance(err, InvalidArgument):
+        error(prog, err)
+        return EXIT_USAGE
+    if isinstance(err, GeehError):
+        error(prog, err)
+        return EXIT_ERROR
+    if os.environ.get("GEEH_DEBUG"):
+        raise err
+    error(prog, f"unexpected error: {type(err).__name__}: {err} (GEEH_DEBUG=1 for a traceback)")
+    return EXIT_ERROR
