@@ -177,14 +177,17 @@ class LeaderElection:
         """Start campaigning; the Future is True once elected, False if withdrawn first.
 
         It fails with an :class:`~geeh.ElectionError` if the candidate's key or lease is lost
-        while waiting. Calling again returns the same Future.
+        while waiting. Calling again returns the same Future while the campaign runs or
+        leads; after leadership ended, it starts a new campaign.
         """
         if self._closed:
             raise ClosedError("this election was closed")
-        if self._future is None:
+        previous = self._future
+        if previous is None or (previous.done() and not self.elected):
             self._withdrawn = False
-            self._future = self._queue.submit(self._campaign())
-        return self._future
+            self._leadership = None
+            previous = self._future = self._queue.submit(self._campaign())
+        return previous
 
     async def _campaign(self) -> bool:
         self._task = asyncio.current_task()
@@ -307,7 +310,12 @@ class ElectionObserver:
         )
         self._closed = False
         self._future = queue.submit(self._run())
+        self._future.add_done_callback(self._ended)
         queue._own(self)
+
+    def _ended(self, future: concurrent.futures.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.error("election observer stopped: %s", future.exception())
 
     @property
     def leader(self) -> Leader | None:

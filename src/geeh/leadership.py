@@ -107,12 +107,13 @@ class Leadership:
             raise NotLeader(f"leadership was lost: {self.lost.reason}")
         self.session.check()
 
-    async def resign(self) -> None:
+    async def resign(self, *, timeout: float | None = None) -> None:
         """Give up leadership: delete our key so the next candidate takes over.
 
-        Idempotent and safe to retry: if etcd cannot be reached the error is raised and the
-        state kept, so calling again finishes the job. ``lost`` is set first, so nothing acts
-        as leader while the request is in flight.
+        Idempotent and safe to retry: if etcd cannot be reached within ``timeout`` (default:
+        the client's request timeout) the error is raised and the state kept, so calling
+        again finishes the job. ``lost`` is set first, so nothing acts as leader while the
+        request is in flight.
         """
         if self._resigned:
             return
@@ -121,7 +122,7 @@ class Leadership:
             compare=[owns(self.key, self.token)],
             success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
         )
-        await self.election._client._transport.call(TXN, txn, what="resign")
+        await self.election._client._transport.call(TXN, txn, timeout=timeout, what="resign")
         self._resigned = True
         self.election._client._forget(self)
         if self._owns_session:
@@ -130,7 +131,7 @@ class Leadership:
     async def _close(self) -> None:
         """The client is closing: resign, quietly and within bounds."""
         with contextlib.suppress(Exception):
-            await self.resign()
+            await self.resign(timeout=2.0)
         self._watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._watcher

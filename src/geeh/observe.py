@@ -10,19 +10,23 @@ again and reports only a leader that differs from the last one reported.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ._proto import kv_pb2 as kv
 from ._proto import rpc_pb2 as rpc
-from .errors import ClosedError
-from .failover import RANGE
+from .errors import ClosedError, EtcdUnavailable
+from .failover import RANGE, Backoff
 from .leader import Leader
 from .watch import Compacted, Watch
 
 if TYPE_CHECKING:
     from .client import Client
+
+log = logging.getLogger("geeh.observe")
 
 _UNSET = object()
 
@@ -39,6 +43,7 @@ class Observation:
         self._last: object = _UNSET
         self._watch: Watch | None = None
         self._closed = False
+        self._backoff = Backoff(base=0.1, cap=2.0)
         client._observations.add(self)
 
     @property
@@ -59,6 +64,12 @@ class Observation:
                 self._close_watch()
                 self._closed = True
                 raise StopAsyncIteration from None
+            except EtcdUnavailable as err:
+                # An observer outlives outages: it waits for etcd as it waits for changes.
+                log.warning("observer of %r: %s; retrying", self._prefix[:-1], err)
+                await asyncio.sleep(self._backoff.next_delay())
+            else:
+                self._backoff.reset()
         return self._pending.pop(0)
 
     async def _advance(self) -> None:
