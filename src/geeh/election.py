@@ -228,11 +228,21 @@ class Campaign:
                 raise CandidateRemoved(f"candidate key {key!r} was deleted while waiting")
             if len(kvs) == 1:
                 return
-            predecessor = hub.watch(
-                kvs[1].key, start_revision=response.header.revision + 1, filters=[NOPUT]
-            )
-            with predecessor:
-                await _until_deleted_or(predecessor, gone)
+            # Watch the predecessor and our own key in one watch (the key range spanning
+            # both), so their deletions arrive in revision order on one watcher. If the
+            # predecessor was the only older key (``more`` is false) and it goes while ours
+            # still exists, no older key can appear again: we lead as of that revision,
+            # with no further read. Otherwise read again, as Go does.
+            predecessor = kvs[1].key
+            low, high = sorted((predecessor, key))
+            with hub.watch(
+                low,
+                range_end=high + b"\x00",
+                start_revision=response.header.revision + 1,
+                filters=[NOPUT],
+            ) as both:
+                if await _predecessor_deleted(both, predecessor, key, gone) and not response.more:
+                    return
 
     async def _watch_own_key(
         self, key: bytes, token: int, revision: int, gone: asyncio.Future[BaseException]
@@ -286,18 +296,40 @@ async def _next_delete(w: Watch) -> None:
             return
 
 
-async def _until_deleted_or(w: Watch, gone: asyncio.Future[BaseException]) -> None:
-    """Return when the watched key is deleted (or its watch compacted); raise if we are gone."""
-    deleted = asyncio.ensure_future(_next_delete(w))
+async def _predecessor_deleted(
+    w: Watch, predecessor: bytes, key: bytes, gone: asyncio.Future[BaseException]
+) -> bool:
+    """Wait for the predecessor's deletion: True if seen, False if the watch was compacted.
+
+    Raises CandidateRemoved if our own key goes first (or in the same revision), or the
+    reason in ``gone`` (session expired, client closed).
+    """
+    waiter = asyncio.ensure_future(_deletions(w, predecessor, key))
     try:
-        waiting: set[asyncio.Future[Any]] = {deleted, gone}
+        waiting: set[asyncio.Future[Any]] = {waiter, gone}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        deleted.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Compacted, ClosedError):
-            await deleted
+        waiter.cancel()
+    if waiter.done() and not waiter.cancelled():
+        try:
+            return waiter.result()
+        except Compacted:
+            return False
+        except ClosedError:
+            pass
     if gone.done():
         reason = gone.result()
-        raise (
-            reason if isinstance(reason, ElectionError | ClosedError) else ClosedError(str(reason))
-        )
+        if isinstance(reason, ElectionError | ClosedError):
+            raise reason
+        raise ClosedError(str(reason))
+    raise ClosedError("the client is closed")
+
+
+async def _deletions(w: Watch, predecessor: bytes, key: bytes) -> bool:
+    while True:
+        batch = await w.next()
+        deleted = {e.kv.key for e in batch.events if e.type == e.DELETE}
+        if key in deleted:
+            raise CandidateRemoved(f"candidate key {key!r} was deleted while waiting")
+        if predecessor in deleted:
+            return True
