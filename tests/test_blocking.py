@@ -6,7 +6,7 @@ import queue
 import threading
 
 import pytest
-from support.kv import joined
+from support.kv import joined, revoke
 
 import geeh
 from geeh.local_etcd import LocalEtcdCluster
@@ -120,3 +120,26 @@ def test_queue_close_is_idempotent_and_final(etcd: LocalEtcdCluster, name: str) 
     import asyncio
 
     assert asyncio.run(leader()) is None, "closing the queue resigns its elections"
+
+
+def test_elected_is_cleared_on_loss_and_a_new_campaign_can_start(
+    etcd: LocalEtcdCluster, name: str
+) -> None:
+    """The C++ gee-h never cleared elected(); here it drops the moment leadership is lost."""
+    with geeh.ActiveCompletionQueue() as q:
+        client = q.client(etcd.endpoints)
+        election = geeh.LeaderElection(q, client, name, "v", ttl=30)
+        first = election.campaign()
+        assert first.result(timeout=5)
+        lost: queue.Queue[BaseException | None] = queue.Queue()
+        election.on_lost(lost.put)
+        q.call(revoke(client, election.leadership.lease))  # type: ignore[union-attr]
+        assert election.wait_lost(timeout=5), "loss not signalled"
+        assert isinstance(lost.get(timeout=5), geeh.ElectionError)
+        assert not election.elected
+        with pytest.raises(geeh.NotLeader):
+            election.proclaim("x")
+        again = election.campaign()
+        assert again is not first
+        assert again.result(timeout=5) and election.elected
+        election.resign()
