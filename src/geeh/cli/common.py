@@ -31,19 +31,22 @@ ENDPOINTS_ENV = "GEEH_ENDPOINTS"
 FALLBACK_ENDPOINTS_ENV = "ETCDCTL_ENDPOINTS"
 DEFAULT_DIAL_TIMEOUT = 5.0
 # How long shutting down (resign, revoke) may take before we give up on an unreachable etcd:
-# what we leave behind then expires with its lease anyway.
+# what we leave behind then expires with its lease anyway. After a loss, exit at once.
 CLOSE_TIMEOUT = 5.0
+CLOSE_AFTER_LOSS_TIMEOUT = 0.5
 
 EXIT_CODES_EPILOG = """\
 exit status:
   0    success; also a command stopped by SIGINT or SIGTERM after cleaning up
   1    general error; `geeh leader`: the election has no leader
   2    usage error
-  3    leadership lost (`elect`, `run`)
-  4    etcd unavailable (not reachable within --dial-timeout, or lost for longer
-       than a request may take)
+  3    leadership lost, or the candidacy before it: our lease expired or was
+       revoked, or our key deleted (`elect`, `run`)
+  4    etcd unavailable: not reachable within --dial-timeout, or lost for longer
+       than a request may take
   `geeh run` exits with CMD's status (128+N if CMD was killed by signal N), or
-  128+N if signal N stopped it before CMD started.
+  128+N if signal N stopped it before CMD started. `geeh demo` and `geeh etcd`:
+  see their --help.
 
 environment:
   GEEH_ENDPOINTS     default for --endpoints (ETCDCTL_ENDPOINTS is used if unset;
@@ -53,7 +56,7 @@ environment:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keep the hand-made layout of descriptions and epilogs; show defaults where given."""
+    """Keep the hand-made layout of descriptions and epilogs; align option help wider."""
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30)
@@ -125,11 +128,17 @@ def endpoints_from(args: argparse.Namespace) -> str:
 
 
 def configure_logging(verbosity: int) -> None:
-    """Library warnings (such as "leadership lost") only with -v: commands say it themselves."""
-    logger = logging.getLogger("geeh")
+    """Log only with -v: commands report what matters themselves, in one line.
+
+    Without -v, gee-h's warnings (such as "leadership lost", which the command reports
+    itself) and asyncio's complaints about gRPC stream tasks abandoned when a connection
+    is torn down, are not shown.
+    """
     if verbosity <= 0:
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False
+        for name in ("geeh", "asyncio"):
+            logger = logging.getLogger(name)
+            logger.addHandler(logging.NullHandler())
+            logger.propagate = False
         return
     logging.basicConfig(
         level=logging.DEBUG if verbosity > 1 else logging.INFO,
@@ -149,16 +158,27 @@ def as_bytes(text: str) -> bytes:
     return os.fsencode(text)
 
 
-def write_leader_lines(leader: Leader) -> None:
+def write_leader_lines(key: bytes, value: bytes) -> None:
     """The key line and the value line, byte for byte as `etcdctl elect` prints them."""
-    out = sys.stdout.buffer
-    out.write(leader.key + b"\n" + leader.value + b"\n")
-    out.flush()
+    write_stdout(key + b"\n" + value + b"\n")
+
+
+def write_stdout(data: bytes) -> None:
+    """Write and flush; BrokenPipeError if the reader has gone (e.g. `| head -2`)."""
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null, or Python complains again when it flushes at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise
 
 
 def leader_json(leader: Leader | None) -> str:
     """One JSON object for a leader (or no leader, all fields null), with the time seen."""
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
     if leader is None:
         record: dict[str, Any] = {"key": None, "value": None, "token": None, "lease": None}
     else:
@@ -173,10 +193,14 @@ def leader_json(leader: Leader | None) -> str:
 
 
 def print_line(text: str) -> None:
-    print(text, flush=True)
+    write_stdout(text.encode() + b"\n")
 
 
 # -- signals ---------------------------------------------------------------------------------
+
+
+class CandidacyLost(Exception):
+    """A campaign ended without a win: our lease expired or our key was deleted."""
 
 
 class Interrupted(Exception):
@@ -255,9 +279,13 @@ async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator
         await unless_stopped(client.connect(), signals)
         yield client
     finally:
-        # Closing resigns and revokes; bounded, since etcd may be gone by now.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
+        await close_client(client, CLOSE_TIMEOUT)
+
+
+async def close_client(client: Client, timeout: float) -> None:
+    """Close (resign, revoke) within ``timeout``: etcd may be gone by now. Idempotent."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.close(), timeout)
 
 
 def run_command(
@@ -280,7 +308,7 @@ def run_command(
         return asyncio.run(guarded())
     except KeyboardInterrupt:  # before the handlers were installed
         return 128 + signal.SIGINT
-    except Exception as err:  # noqa: BLE001 - the one place that turns errors into exit codes
+    except Exception as err:  # the one place that turns errors into exit codes
         return report(prog, err)
 
 
@@ -289,6 +317,9 @@ def report(prog: str, err: BaseException) -> int:
     if isinstance(err, EtcdUnavailable):
         error(prog, err)
         return EXIT_UNAVAILABLE
+    if isinstance(err, CandidacyLost):
+        error(prog, err)
+        return EXIT_LOST
     if isinstance(err, InvalidArgument):
         error(prog, err)
         return EXIT_USAGE

@@ -1,0 +1,7 @@
+"""``python -m geeh.cli``: the ``geeh`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+"""The examples in examples/, run as their README shows, against a real etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.kv import joined
+
+import geeh
+from geeh.local_etcd import LocalEtcdCluster, free_port
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+START = 15.0  # a Python process with grpc takes ~0.5 s to start; the machine may be busy
+QUICK = 5.0
+
+
+class Example:
+    """An example script running in a child process; stdout read line by line, bounded."""
+
+    def __init__(self, process: asyncio.subprocess.Process, script: str) -> None:
+        self.process = process
+        self.script = script
+
+    async def line(self, what: str, timeout: float = START) -> str:
+        assert self.process.stdout is not None
+        try:
+            raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+        except TimeoutError:
+            pytest.fail(f"{self.script}: no line after {timeout}s waiting for {what}")
+        if not raw:
+            pytest.fail(f"{self.script} exited before {what}: {await self.stderr()!r}")
+        return raw.decode().rstrip("\n")
+
+    async def stderr(self) -> str:
+        assert self.process.stderr is not None
+        return (await asyncio.wait_for(self.process.stderr.read(), QUICK)).decode()
+
+    async def wait(self, timeout: float = QUICK) -> int:
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            pytest.fail(f"{self.script} did not exit within {timeout}s")
+
+    async def interrupt(self, sig: int = signal.SIGINT) -> int:
+        self.process.send_signal(sig)
+        return await self.wait()
+
+
+Run = Callable[..., Coroutine[Any, Any, Example]]
+
+
+@pytest.fixture
+async def run() -> AsyncIterator[Run]:
+    """Start example scripts; any still running at the end of the test is killed."""
+    started: list[Example] = []
+
+    async def start(script: str, *args: str, env: dict[str, str] | None = None) -> Example:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLES / script),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        started.append(Example(process, script))
+        return started[-1]
+
+    yield start
+    for example in started:
+        if example.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                example.process.kill()
+            await example.process.wait()
+
+
+def leader_line(name: str, value: str) -> re.Pattern[str]:
+    return re.compile(rf"current leader is {re.escape(name)}/[0-9a-f]+, with value={value}")
+
+
+async def test_join_and_observe_an_election(etcd: LocalEtcdCluster, name: str, run: Run) -> None:
+    endpoints = ",".join(etcd.endpoints)
+    observer = await run("observe_election.py", "--endpoints", endpoints, name)
+    assert await observer.line("initial state") == "no current leader"
+
+    alice = await run("join_election.py", "--endpoints", endpoints, name, "alice")
+    elected = await alice.line("alice elected")
+    assert re.fullmatch(rf"elected: {re.escape(name)}/[0-9a-f]+, with value=alice", elected)
+    assert leader_line(name, "alice").fullmatch(await observer.line("alice leads"))
+
+    bob = await run("join_election.py", "--endpoints", endpoints, name, "bob")
+    async with geeh.Client(etcd.endpoints) as client:
+        await joined(client, name, 2)
+        # Ctrl-C makes alice resign: bob takes over.
+        assert await alice.interrupt() == 0
+        assert (await bob.line("bob elected")).endswith("with value=bob")
+        assert leader_line(name, "bob").fullmatch(await observer.line("bob leads"))
+        assert await bob.interrupt(signal.SIGTERM) == 0
+        assert await observer.line("nobody leads") == "no current leader"
+        assert await client.election(name).leader() is None
+    assert await observer.interrupt() == 0
+    for example in (alice, bob, observer):
+        assert await example.stderr() == ""
+
+
+async def test_join_interrupted_while_waiting_leaves_the_queue(
+    etcd: LocalEtcdCluster, name: str, run: Run
+) -> None:
+    async with geeh.Client(etcd.endpoints) as client:
+        leadership = await client.election(name).campaign("holder", ttl=5)
+        waiting = await run("join_election.py", "--endpoints", ",".join(etcd.endpoints), name, "w")
+        await joined(client, name, 2)
+        assert await waiting.interrupt() == 0
+        assert await waiting.stderr() == ""
+        async with client.election(name).observe() as changes:
+            current = await asyncio.wait_for(anext(changes), QUICK)
+            assert current is not None and current.key == leadership.key
+            await leadership.resign()
+            # The waiting candidate's key went with it: nobody is left to take over.
+            assert await asyncio.wait_for(anext(changes), QUICK) is None
+
+
+async def test_endpoints_default_to_the_environment(
+    etcd: LocalEtcdCluster, name: str, run: Run
+) -> None:
+    env = dict(os.environ, GEEH_ENDPOINTS=",".join(etcd.endpoints))
+    observer = await run("observe_election.py", name, env=env)
+    assert await observer.line("initial state") == "no current leader"
+    assert await observer.interrupt() == 0
+
+
+@pytest.mark.parametrize("script", ["join_election.py", "observe_election.py"])
+async def test_unreachable_etcd_is_one_line_and_exit_1(script: str, run: Run) -> None:
+    args = ["x", "v"] if script.startswith("join") else ["x"]
+    started = time.monotonic()
+    example = await run(script, "--endpoints", f"127.0.0.1:{free_port()}", *args)
+    assert await example.wait(timeout=20) == 1
+    err = await example.stderr()
+    assert err.count("\n") == 1 and "cannot reach etcd" in err
+    assert time.monotonic() - started < 5 + 5  # the default dial timeout, plus start-up
