@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ._proto import rpc_pb2 as rpc
 from .errors import CandidateRemoved, ClosedError, ElectionError, EtcdError, InvalidArgument
 from .failover import RANGE, TXN
-from .keys import candidate_key, election_prefix, prefix_end, to_bytes
+from .keys import candidate_key, election_prefix, prefix_end, show, to_bytes
 from .leader import Leader
 from .leadership import Leadership, owns
 from .observe import Observation
@@ -53,7 +53,7 @@ class Election:
     async def leader(self) -> Leader | None:
         """The current leader (the lowest create revision under the prefix), or None."""
         response = await self._client._transport.call(
-            RANGE, self._first_request(), what=f"leader of {self.name!r}"
+            RANGE, self._first_request(), what=f"leader of {show(self.name)}"
         )
         return Leader.from_kv(response.kvs[0]) if response.kvs else None
 
@@ -194,7 +194,7 @@ class Campaign:
             )
             again = await transport.call(TXN, update, what="join election")
             if not again.succeeded:
-                raise CandidateRemoved(f"candidate key {key!r} vanished while joining")
+                raise CandidateRemoved(f"candidate key {show(key)} vanished while joining")
         return response.header.revision, token
 
     async def _wait(
@@ -225,7 +225,7 @@ class Campaign:
             if not kvs or kvs[0].key != key or kvs[0].create_revision != token:
                 if gone.done():
                     raise gone.result()
-                raise CandidateRemoved(f"candidate key {key!r} was deleted while waiting")
+                raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
             if len(kvs) == 1:
                 return
             # Watch the predecessor and our own key in one watch (the key range spanning
@@ -265,7 +265,9 @@ class Campaign:
                     return
             if not gone.done():
                 gone.set_result(
-                    CandidateRemoved(f"candidate key {key!r} was deleted (or its lease revoked)")
+                    CandidateRemoved(
+                        f"candidate key {show(key)} was deleted (or its lease revoked)"
+                    )
                 )
             return
 
@@ -330,6 +332,6 @@ async def _deletions(w: Watch, predecessor: bytes, key: bytes) -> bool:
         batch = await w.next()
         deleted = {e.kv.key for e in batch.events if e.type == e.DELETE}
         if key in deleted:
-            raise CandidateRemoved(f"candidate key {key!r} was deleted while waiting")
+            raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
         if predecessor in deleted:
             return True

@@ -44,3 +44,8 @@ def prefix_end(prefix: bytes) -> bytes:
             end[i] += 1
             return bytes(end[: i + 1])
     return b"\x00"
+
+
+def show(key: bytes) -> str:
+    """A key as text for messages: UTF-8, undecodable bytes escaped."""
+    return key.decode(errors="backslashreplace")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ._proto import rpc_pb2 as rpc
 from .errors import CandidateRemoved, NotLeader
 from .failover import TXN
-from .keys import to_bytes
+from .keys import show, to_bytes
 from .loss import LossSignal
 from .session import Session
 
@@ -76,7 +76,7 @@ class Leadership:
 
     def _on_lost(self, reason: BaseException | None) -> None:
         if reason is not None:
-            log.warning("leadership of %r lost: %s", self.election.name, reason)
+            log.warning("leadership of %s lost: %s", show(self.election.name), reason)
         self._watcher.cancel()
         if self._owns_session and not self._resigned and reason is not None:
             # Nobody will use this lease again; revoking it frees the election at once.
@@ -96,7 +96,7 @@ class Leadership:
         )
         response = await self.election._client._transport.call(TXN, txn, what="proclaim")
         if not response.succeeded:
-            self.lost.set(CandidateRemoved(f"candidate key {self.key!r} is gone"))
+            self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
             self._check()
         self.value = data
 

@@ -759,6 +759,9 @@ class LocalEtcdCluster:
                 stderr=subprocess.STDOUT,
                 env=env,
                 close_fds=True,
+                # Its own session: a Ctrl-C at the terminal reaches only the owner, which then
+                # stops the members in order (followers first) instead of all at once.
+                start_new_session=True,
             )
         m.stopped = False
 

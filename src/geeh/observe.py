@@ -20,6 +20,7 @@ from ._proto import kv_pb2 as kv
 from ._proto import rpc_pb2 as rpc
 from .errors import ClosedError, EtcdUnavailable
 from .failover import RANGE, Backoff
+from .keys import show
 from .leader import Leader
 from .watch import Compacted, Watch
 
@@ -66,7 +67,7 @@ class Observation:
                 raise StopAsyncIteration from None
             except EtcdUnavailable as err:
                 # An observer outlives outages: it waits for etcd as it waits for changes.
-                log.warning("observer of %r: %s; retrying", self._prefix[:-1], err)
+                log.warning("observer of %s: %s; retrying", show(self._prefix[:-1]), err)
                 await asyncio.sleep(self._backoff.next_delay())
             else:
                 self._backoff.reset()
