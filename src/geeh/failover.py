@@ -98,6 +98,11 @@ AUTHENTICATE = Unary[rpc.AuthenticateRequest, rpc.AuthenticateResponse](
 WATCH_PATH = "/etcdserverpb.Watch/Watch"
 KEEPALIVE_PATH = "/etcdserverpb.Lease/LeaseKeepAlive"
 
+# A member that failed less than this long ago is passed over when the pin moves, as long as
+# another member has not failed as recently: without it, two members failing in turn (a frozen
+# one and one without a leader) would bounce the pin between them while a healthy third waits.
+RECENT_FAILURE = 10.0
+
 # Codes after which the member, not the request, is at fault: try another member.
 _MEMBER_FAULTS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -176,6 +181,7 @@ class Transport:
         self._pinned = 0
         self._generation = 0
         self._moved: asyncio.Future[None] | None = None
+        self._failed_at: dict[str, float] = {}
         self._closed = False
         self.token: str | None = None
         self.credentials: tuple[str, str] | None = None
@@ -206,14 +212,32 @@ class Transport:
         return channel
 
     def fail(self, endpoint: str, reason: object) -> None:
-        """Report that ``endpoint`` failed; if it is pinned, move to the next member."""
-        if endpoint != self.endpoint or len(self.endpoints) == 1:
-            if endpoint == self.endpoint:
-                self._bump()
+        """Report that ``endpoint`` failed; if it is pinned, move to another member.
+
+        The next member is the first one after it (round robin) that has not failed within
+        RECENT_FAILURE seconds; if all have, the one whose last failure is the oldest.
+        """
+        now = time.monotonic()
+        self._failed_at[endpoint] = now
+        if endpoint != self.endpoint:
+            return  # a stale report: the pin has moved on already
+        if len(self.endpoints) == 1:
+            self._bump()
             return
-        self._pinned = (self._pinned + 1) % len(self.endpoints)
+        n = len(self.endpoints)
+        order = [(self._pinned + step) % n for step in range(1, n)]
+        healthy = [i for i in order if not self._failed_recently(self.endpoints[i], now)]
+        if healthy:
+            self._pinned = healthy[0]
+        else:
+            # min() keeps the first in round-robin order among equals.
+            self._pinned = min(order, key=lambda i: self._failed_at.get(self.endpoints[i], 0.0))
         log.info("leaving etcd member %s (%s); now using %s", endpoint, reason, self.endpoint)
         self._bump()
+
+    def _failed_recently(self, endpoint: str, now: float) -> bool:
+        failed = self._failed_at.get(endpoint)
+        return failed is not None and now - failed < RECENT_FAILURE
 
     def _bump(self) -> None:
         self._generation += 1

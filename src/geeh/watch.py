@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +22,22 @@ import grpc.aio
 
 from ._proto import kv_pb2 as kv
 from ._proto import rpc_pb2 as rpc
-from .errors import ClosedError
-from .failover import WATCH_PATH, Backoff, Transport
+from .errors import ClosedError, EtcdError
+from .failover import RANGE, WATCH_PATH, Backoff, Transport
 
 log = logging.getLogger("geeh.watch")
 
 NOPUT = rpc.WatchCreateRequest.NOPUT
+
+# Why probe: a client that only watches (an observer, a waiting candidate with a shared
+# session kept alive elsewhere) sends nothing on its own, so a frozen member (SIGSTOP, a hung
+# host: TCP still open) would only be noticed by gRPC's keepalive, 10 s ping + 5 s timeout.
+# When the stream has been silent PROBE_IDLE seconds while watches are active, the hub sends a
+# progress request (etcd >= 3.4 answers it at once, whatever is watched); if nothing at all
+# arrives within PROBE_TIMEOUT the member is reported failed and every watch moves. The cost
+# is one small message per idle period per client.
+PROBE_IDLE = 3.0
+PROBE_TIMEOUT = 2.0
 
 
 class Compacted(Exception):
@@ -110,6 +121,7 @@ class WatchHub:
         self._ids = itertools.count(1)
         self._outbox: asyncio.Queue[rpc.WatchRequest] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._heard = 0.0  # when the current stream last delivered anything
         self._closed = False
 
     def watch(
@@ -148,13 +160,25 @@ class WatchHub:
 
     async def _run(self) -> None:
         backoff = Backoff()
+        resumed = False
         while not self._closed:
             transport = self._transport
+            if resumed:
+                try:
+                    await self._drop_compacted()
+                except ClosedError:
+                    return
+                except EtcdError as error:
+                    log.debug("watch resume: %s", error)
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+            resumed = True
             endpoint, generation = transport.endpoint, transport.generation
             outbox: asyncio.Queue[rpc.WatchRequest] = asyncio.Queue()
             for w in self._watches.values():
                 outbox.put_nowait(_create(w))
             self._outbox = outbox
+            self._heard = time.monotonic()
             transport.count(WATCH_PATH)
             call = transport.channel(endpoint).stream_stream(
                 WATCH_PATH,
@@ -162,24 +186,30 @@ class WatchHub:
                 response_deserializer=rpc.WatchResponse.FromString,
             )(_drain(outbox), metadata=transport.metadata())
             reader = asyncio.ensure_future(self._read(call, backoff))
+            prober = asyncio.ensure_future(self._probe(outbox, endpoint))
             moved = asyncio.ensure_future(transport.wait_moved(generation))
             try:
-                await asyncio.wait({reader, moved}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({reader, prober, moved}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self._outbox = None
                 call.cancel()
-                for t in (reader, moved):
+                for t in (reader, prober, moved):
                     t.cancel()
-                await asyncio.gather(reader, moved, return_exceptions=True)
-            if reader.done() and not reader.cancelled():
-                err = reader.exception()
-                if err is not None and not self._closed:
-                    transport.fail(endpoint, err)
-                    await asyncio.sleep(backoff.next_delay())
+                await asyncio.gather(reader, prober, moved, return_exceptions=True)
+            err = next(
+                (t.exception() for t in (reader, prober) if t.done() and not t.cancelled()),
+                None,
+            )
+            if err is not None and not self._closed:
+                transport.fail(endpoint, err)
+                # Backoff only grows while no member answers anything (reset in _read), so a
+                # cluster without quorum that rejects every stream at once is not hammered.
+                await asyncio.sleep(backoff.next_delay())
 
     async def _read(self, call: grpc.aio.StreamStreamCall[Any, Any], backoff: Backoff) -> None:
         try:
             async for response in call:
+                self._heard = time.monotonic()
                 backoff.reset()
                 self._dispatch(response)
         except grpc.aio.AioRpcError as err:
@@ -187,6 +217,57 @@ class WatchHub:
                 return
             raise ConnectionError(f"watch stream: {err.code().name} {err.details()}") from None
         raise ConnectionError("watch stream ended")
+
+    async def _drop_compacted(self) -> None:
+        """End with Compacted every watch whose next revision is compacted, before re-creating.
+
+        Why: etcd accepts a watch from exactly the compaction revision, but compaction drops
+        a deletion's tombstone at that revision, so such a watch silently misses the delete
+        (seen in the compaction test: a waiting candidate never saw its predecessor go). A
+        read at next_revision - 1 fails with "compacted" exactly when next_revision <= the
+        compaction revision; the consumer then re-reads, as for any compacted watch. Only
+        done when a stream is re-opened (failover), where the gap in time makes it likely.
+        """
+        for w in list(self._watches.values()):
+            if w.next_revision <= 1:
+                continue
+            try:
+                await self._transport.call(
+                    RANGE,
+                    rpc.RangeRequest(
+                        key=w.key,
+                        range_end=w.range_end,
+                        revision=w.next_revision - 1,
+                        serializable=True,
+                        count_only=True,
+                    ),
+                    timeout=self._transport.attempt_timeout,
+                    what="resume watch",
+                )
+            except EtcdError as err:
+                if err.code != "OUT_OF_RANGE":
+                    raise
+                if self._watches.pop(w.watch_id, None) is not None:
+                    w._deliver(Compacted(w.next_revision - 1))
+
+    async def _probe(self, outbox: asyncio.Queue[rpc.WatchRequest], endpoint: str) -> None:
+        """Raise ConnectionError if the member stays silent after a progress request."""
+        while True:
+            if not self._watches:
+                await asyncio.sleep(PROBE_IDLE)  # nothing to lose on this member
+                continue
+            idle = time.monotonic() - self._heard
+            if idle < PROBE_IDLE:
+                await asyncio.sleep(PROBE_IDLE - idle)
+                continue
+            sent = time.monotonic()
+            outbox.put_nowait(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+            await asyncio.sleep(PROBE_TIMEOUT)
+            if self._heard < sent:
+                raise ConnectionError(
+                    f"watch stream: no answer from {endpoint} to a progress request "
+                    f"within {PROBE_TIMEOUT:g}s"
+                )
 
     def _dispatch(self, response: rpc.WatchResponse) -> None:
         w = self._watches.get(response.watch_id)
