@@ -7,12 +7,11 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from conftest import ETCD_BINARIES
 from support.wait import within
 
 import geeh
 from geeh.local_etcd import LocalEtcdCluster, find_etcdctl
-
-from conftest import ETCD_BINARIES
 
 
 @pytest.fixture(scope="module")
@@ -50,5 +49,5 @@ async def test_wrong_password_is_a_clear_error(secured: LocalEtcdCluster) -> Non
 
 async def test_no_credentials_is_a_clear_error(secured: LocalEtcdCluster) -> None:
     async with geeh.Client(secured.endpoints) as client:
-        with pytest.raises(geeh.EtcdError, match="user name is empty|permission denied"):
+        with pytest.raises(geeh.EtcdError, match=r"user name is empty|permission denied"):
             await within(client.election("auth").leader(), 5, "leader")

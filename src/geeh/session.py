@@ -14,15 +14,18 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
-import grpc.aio
 
 from ._proto import rpc_pb2 as rpc
 from .errors import ClosedError, EtcdError, InvalidArgument, SessionExpired
-from .failover import KEEPALIVE_PATH, LEASE_GRANT, LEASE_REVOKE, LEASE_TTL, Backoff, Transport
+from .failover import (
+    KEEPALIVE_PATH,
+    LEASE_GRANT,
+    LEASE_REVOKE,
+    LEASE_TTL,
+    Backoff,
+    ResumableStream,
+    Transport,
+)
 from .loss import LossSignal
 
 log = logging.getLogger("geeh.session")
@@ -46,16 +49,18 @@ def check_ttl(ttl: object) -> int:
     return int(ttl)
 
 
-class Lessor:
+class Lessor(ResumableStream[rpc.LeaseKeepAliveRequest, rpc.LeaseKeepAliveResponse]):
     """Owns the client's LeaseKeepAlive stream, shared by every session of the client."""
 
     def __init__(self, transport: Transport) -> None:
-        self._transport = transport
-        self._outbox: asyncio.Queue[rpc.LeaseKeepAliveRequest] | None = None
-        self._ready: asyncio.Future[None] | None = None
+        super().__init__(
+            transport,
+            KEEPALIVE_PATH,
+            rpc.LeaseKeepAliveRequest,
+            rpc.LeaseKeepAliveResponse,
+            "keepalive",
+        )
         self._waiters: dict[int, collections.deque[asyncio.Future[int]]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
     async def keepalive(self, lease: int, timeout: float) -> int:
         """Send one keepalive for ``lease``; return the TTL etcd answered.
@@ -63,18 +68,11 @@ class Lessor:
         Raises ConnectionError if the stream broke or no answer came within ``timeout``; in the
         latter case the member is reported as failed so the next attempt goes elsewhere.
         """
-        if self._closed:
-            raise ClosedError("the client is closed")
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="geeh-lessor")
-        while self._outbox is None:
-            if self._ready is None:
-                self._ready = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._ready)
+        await self.wait_open()
         endpoint = self._transport.endpoint
         reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(lease, collections.deque()).append(reply)
-        self._outbox.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease))
+        self.send(rpc.LeaseKeepAliveRequest(ID=lease))
         try:
             return await asyncio.wait_for(reply, timeout)
         except TimeoutError:
@@ -87,49 +85,15 @@ class Lessor:
                 if not queue:
                     del self._waiters[lease]
 
-    async def _run(self) -> None:
-        backoff = Backoff()
-        transport = self._transport
-        while not self._closed:
-            endpoint, generation = transport.endpoint, transport.generation
-            outbox: asyncio.Queue[rpc.LeaseKeepAliveRequest] = asyncio.Queue()
-            transport.count(KEEPALIVE_PATH)
-            call = transport.channel(endpoint).stream_stream(
-                KEEPALIVE_PATH,
-                request_serializer=rpc.LeaseKeepAliveRequest.SerializeToString,
-                response_deserializer=rpc.LeaseKeepAliveResponse.FromString,
-            )(_drain(outbox), metadata=transport.metadata())
-            self._outbox = outbox
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(None)
-            self._ready = None
-            reader = asyncio.ensure_future(self._read(call, backoff))
-            moved = asyncio.ensure_future(transport.wait_moved(generation))
-            try:
-                await asyncio.wait({reader, moved}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                self._outbox = None
-                call.cancel()
-                for t in (reader, moved):
-                    t.cancel()
-                await asyncio.gather(reader, moved, return_exceptions=True)
-                self._fail_waiters(ConnectionError("keepalive stream restarted"))
-            if reader.done() and not reader.cancelled() and not self._closed:
-                transport.fail(endpoint, reader.exception())
-                await asyncio.sleep(backoff.next_delay())
+    def received(self, response: rpc.LeaseKeepAliveResponse) -> None:
+        queue = self._waiters.get(response.ID)
+        if queue:
+            reply = queue.popleft()
+            if not reply.done():
+                reply.set_result(response.TTL)
 
-    async def _read(self, call: grpc.aio.StreamStreamCall[Any, Any], backoff: Backoff) -> None:
-        try:
-            async for response in call:
-                backoff.reset()
-                queue = self._waiters.get(response.ID)
-                if queue:
-                    reply = queue.popleft()
-                    if not reply.done():
-                        reply.set_result(response.TTL)
-        except grpc.aio.AioRpcError as err:
-            raise ConnectionError(f"keepalive stream: {err.code().name} {err.details()}") from None
-        raise ConnectionError("keepalive stream ended")
+    def stream_ended(self) -> None:
+        self._fail_waiters(ConnectionError("keepalive stream restarted"))
 
     def _fail_waiters(self, err: BaseException) -> None:
         waiters, self._waiters = self._waiters, {}
@@ -139,17 +103,9 @@ class Lessor:
                     reply.set_exception(err)
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._fail_waiters(ClosedError("the client is closed"))
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(ClosedError("the client is closed"))
-            self._ready.exception()  # mark retrieved
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if not self._closed:
+            self._fail_waiters(ClosedError("the client is closed"))
+        await super().close()
 
 
 class Session:
@@ -309,10 +265,3 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session lease={self.lease:x} ttl={self.ttl} alive={self.alive}>"
-
-
-async def _drain(
-    outbox: asyncio.Queue[rpc.LeaseKeepAliveRequest],
-) -> AsyncIterator[rpc.LeaseKeepAliveRequest]:
-    while True:
-        yield await outbox.get()

@@ -9,21 +9,16 @@ watch whose revision was compacted ends with :class:`Compacted`; its consumer re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import grpc
-import grpc.aio
 
 from ._proto import kv_pb2 as kv
 from ._proto import rpc_pb2 as rpc
 from .errors import ClosedError, EtcdError
-from .failover import RANGE, WATCH_PATH, Backoff, Transport
+from .failover import RANGE, WATCH_PATH, ResumableStream, Transport
 
 log = logging.getLogger("geeh.watch")
 
@@ -112,17 +107,13 @@ class Watch:
         self.cancel()
 
 
-class WatchHub:
+class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
     """Owns the client's watch stream and every watch multiplexed over it."""
 
     def __init__(self, transport: Transport) -> None:
-        self._transport = transport
+        super().__init__(transport, WATCH_PATH, rpc.WatchRequest, rpc.WatchResponse, "watch")
         self._watches: dict[int, Watch] = {}
         self._ids = itertools.count(1)
-        self._outbox: asyncio.Queue[rpc.WatchRequest] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._heard = 0.0  # when the current stream last delivered anything
-        self._closed = False
 
     def watch(
         self,
@@ -137,98 +128,37 @@ class WatchHub:
         Returns at once: events from ``start_revision`` on are delivered however long the
         server takes to confirm the watch.
         """
-        if self._closed:
-            raise ClosedError("the client is closed")
+        self.start()
         w = Watch(self, key, range_end, start_revision, filters)
         w.watch_id = next(self._ids)
         self._watches[w.watch_id] = w
-        if self._outbox is not None:
-            self._outbox.put_nowait(_create(w))
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="geeh-watch")
+        self.send(_create(w))
         return w
 
     def _remove(self, w: Watch) -> None:
-        if self._watches.pop(w.watch_id, None) is not None and self._outbox is not None:
-            self._outbox.put_nowait(
-                rpc.WatchRequest(cancel_request=rpc.WatchCancelRequest(watch_id=w.watch_id))
-            )
+        if self._watches.pop(w.watch_id, None) is not None:
+            self.send(rpc.WatchRequest(cancel_request=rpc.WatchCancelRequest(watch_id=w.watch_id)))
 
     @property
     def active(self) -> int:
         return len(self._watches)
 
-    async def _run(self) -> None:
-        backoff = Backoff()
-        resumed = False
-        while not self._closed:
-            transport = self._transport
-            if resumed:
-                try:
-                    await self._drop_compacted()
-                except ClosedError:
-                    return
-                except EtcdError as error:
-                    log.debug("watch resume: %s", error)
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-            resumed = True
-            endpoint, generation = transport.endpoint, transport.generation
-            outbox: asyncio.Queue[rpc.WatchRequest] = asyncio.Queue()
-            for w in self._watches.values():
-                outbox.put_nowait(_create(w))
-            self._outbox = outbox
-            self._heard = time.monotonic()
-            transport.count(WATCH_PATH)
-            call = transport.channel(endpoint).stream_stream(
-                WATCH_PATH,
-                request_serializer=rpc.WatchRequest.SerializeToString,
-                response_deserializer=rpc.WatchResponse.FromString,
-            )(_drain(outbox), metadata=transport.metadata())
-            reader = asyncio.ensure_future(self._read(call, backoff))
-            prober = asyncio.ensure_future(self._probe(outbox, endpoint))
-            moved = asyncio.ensure_future(transport.wait_moved(generation))
-            try:
-                await asyncio.wait({reader, prober, moved}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                self._outbox = None
-                call.cancel()
-                for t in (reader, prober, moved):
-                    t.cancel()
-                await asyncio.gather(reader, prober, moved, return_exceptions=True)
-            err = next(
-                (t.exception() for t in (reader, prober) if t.done() and not t.cancelled()),
-                None,
-            )
-            if err is not None and not self._closed:
-                transport.fail(endpoint, err)
-                # Backoff only grows while no member answers anything (reset in _read), so a
-                # cluster without quorum that rejects every stream at once is not hammered.
-                await asyncio.sleep(backoff.next_delay())
+    def opened(self) -> None:
+        for w in self._watches.values():
+            self.send(_create(w))
 
-    async def _read(self, call: grpc.aio.StreamStreamCall[Any, Any], backoff: Backoff) -> None:
-        try:
-            async for response in call:
-                self._heard = time.monotonic()
-                backoff.reset()
-                self._dispatch(response)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.CANCELLED and self._closed:
-                return
-            raise ConnectionError(f"watch stream: {err.code().name} {err.details()}") from None
-        raise ConnectionError("watch stream ended")
-
-    async def _drop_compacted(self) -> None:
+    async def before_open(self) -> None:
         """End with Compacted every watch whose next revision is compacted, before re-creating.
 
         Why: etcd accepts a watch from exactly the compaction revision, but compaction drops
         a deletion's tombstone at that revision, so such a watch silently misses the delete
         (seen in the compaction test: a waiting candidate never saw its predecessor go). A
         read at next_revision - 1 fails with "compacted" exactly when next_revision <= the
-        compaction revision; the consumer then re-reads, as for any compacted watch. Only
-        done when a stream is re-opened (failover), where the gap in time makes it likely.
+        compaction revision; the consumer then re-reads, as for any compacted watch.
+        Compaction is global, so the watches are checked oldest first and the first that
+        passes clears all the rest: usually one read per re-open.
         """
-        for w in list(self._watches.values()):
+        for w in sorted(self._watches.values(), key=lambda w: w.next_revision):
             if w.next_revision <= 1:
                 continue
             try:
@@ -236,7 +166,6 @@ class WatchHub:
                     RANGE,
                     rpc.RangeRequest(
                         key=w.key,
-                        range_end=w.range_end,
                         revision=w.next_revision - 1,
                         serializable=True,
                         count_only=True,
@@ -244,32 +173,33 @@ class WatchHub:
                     timeout=self._transport.attempt_timeout,
                     what="resume watch",
                 )
+                return
             except EtcdError as err:
                 if err.code != "OUT_OF_RANGE":
                     raise
                 if self._watches.pop(w.watch_id, None) is not None:
                     w._deliver(Compacted(w.next_revision - 1))
 
-    async def _probe(self, outbox: asyncio.Queue[rpc.WatchRequest], endpoint: str) -> None:
+    async def watchdog(self, endpoint: str) -> None:
         """Raise ConnectionError if the member stays silent after a progress request."""
         while True:
             if not self._watches:
                 await asyncio.sleep(PROBE_IDLE)  # nothing to lose on this member
                 continue
-            idle = time.monotonic() - self._heard
+            idle = time.monotonic() - self.heard
             if idle < PROBE_IDLE:
                 await asyncio.sleep(PROBE_IDLE - idle)
                 continue
             sent = time.monotonic()
-            outbox.put_nowait(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+            self.send(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
             await asyncio.sleep(PROBE_TIMEOUT)
-            if self._heard < sent:
+            if self.heard < sent:
                 raise ConnectionError(
                     f"watch stream: no answer from {endpoint} to a progress request "
                     f"within {PROBE_TIMEOUT:g}s"
                 )
 
-    def _dispatch(self, response: rpc.WatchResponse) -> None:
+    def received(self, response: rpc.WatchResponse) -> None:
         w = self._watches.get(response.watch_id)
         if w is None:
             return  # cancelled by us, or a progress notification
@@ -285,16 +215,11 @@ class WatchHub:
             w._deliver(Batch(response.header.revision, response.events))
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for w in list(self._watches.values()):
-            w._deliver(ClosedError("the client is closed"))
-        self._watches.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if not self._closed:
+            for w in list(self._watches.values()):
+                w._deliver(ClosedError("the client is closed"))
+            self._watches.clear()
+        await super().close()
 
 
 def _create(w: Watch) -> rpc.WatchRequest:
@@ -307,8 +232,3 @@ def _create(w: Watch) -> rpc.WatchRequest:
             watch_id=w.watch_id,
         )
     )
-
-
-async def _drain(outbox: asyncio.Queue[rpc.WatchRequest]) -> AsyncIterator[rpc.WatchRequest]:
-    while True:
-        yield await outbox.get()
