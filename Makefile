@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 ## test: the default suite (unit + integration against real etcd, lint, types)
 test: $(STAMP)
-	$(BIN)/ruff check src tests scripts examples
+	$(BIN)/ruff check src tests scripts examples benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -31,8 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts examples
-	$(BIN)/ruff format --check src tests scripts examples
+	$(BIN)/ruff check src tests scripts examples benchmarks
+	$(BIN)/ruff format --check src tests scripts examples benchmarks
 	$(BIN)/mypy
 
 ## protos: regenerate src/geeh/_proto from the .proto files beside them

@@ -1,0 +1,169 @@
+"""1. Graceful hand-off: the leader resigns until the successor knows it leads.
+
+(a) process level: SIGINT to a leader process (``geeh elect`` vs ``etcdctl elect``) until the
+    successor process (the same kind) prints its key line. Interleaved: one reference trial,
+    one gee-h trial, order swapped every pair.
+(b) in-process: ``await leadership.resign()`` until the waiting candidate's ``campaign``
+    returns (two Clients in one event loop), vs the floor: one Delete commit plus one watch
+    event delivered, with gee-h's own transport and watch stream, and with ``etcdctl watch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import time
+from typing import Any
+
+import geeh
+from geeh.local_etcd import find_etcdctl
+
+from .common import ETCDCTL, GEEH, Config, Etcd, Proc, Series, elect_argv, is_key_of
+
+SETTLE = 0.4  # after the successor's key exists: let it finish setting up its watch
+
+
+class Chain:
+    """A leader process and a waiting successor process of one kind, replenished per trial."""
+
+    def __init__(self, impl: str, endpoints: list[str], name: str, etcd: Etcd) -> None:
+        self.impl = impl
+        self.endpoints = endpoints
+        self.name = name
+        self.etcd = etcd
+        self.count = itertools.count()
+        self.leader: Proc | None = None
+        self.successor: Proc | None = None
+
+    def _spawn(self) -> Proc:
+        n = next(self.count)
+        return Proc(
+            elect_argv(self.impl, self.endpoints, self.name, f"{self.impl}-{n}", ttl=10),
+            f"{self.impl}-elect",
+        )
+
+    async def start(self) -> None:
+        await self.etcd.clear(self.name)
+        self.leader = self._spawn()
+        await self.leader.wait_line(is_key_of(self.name), timeout=30)
+        await self._add_successor()
+
+    async def _add_successor(self) -> None:
+        self.successor = self._spawn()
+        await self.etcd.wait_count(self.name, 2)
+        await asyncio.sleep(SETTLE)
+
+    async def trial(self) -> float:
+        assert self.leader is not None and self.successor is not None
+        t0 = time.monotonic()
+        self.leader.signal(signal.SIGINT)
+        t1, _, _ = await self.successor.wait_line(is_key_of(self.name), timeout=30)
+        old, self.leader = self.leader, self.successor
+        await old.wait_exit(10)
+        old.kill()
+        await self.etcd.wait_count(self.name, 1)
+        await self._add_successor()
+        return t1 - t0
+
+    async def close(self) -> None:
+        for p in (self.successor, self.leader):
+            if p is not None:
+                await p.stop()
+        await self.etcd.clear(self.name)
+
+
+async def process_level(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Series]:
+    pairs = cfg.n(25, 6)
+    series = {ETCDCTL: Series("etcdctl elect"), GEEH: Series("geeh elect")}
+    chains = {impl: Chain(impl, endpoints, f"bench-handoff-{impl}", etcd) for impl in series}
+    try:
+        for chain in chains.values():
+            await chain.start()
+        for k in range(pairs):
+            order = [ETCDCTL, GEEH] if k % 2 == 0 else [GEEH, ETCDCTL]
+            for impl in order:
+                try:
+                    series[impl].add(await chains[impl].trial())
+                except (TimeoutError, RuntimeError) as err:
+                    print(f"    {impl} trial failed: {err}")
+                    series[impl].failures += 1
+                    await chains[impl].close()
+                    await chains[impl].start()
+    finally:
+        for chain in chains.values():
+            await chain.close()
+    return series
+
+
+# -- in-process ---------------------------------------------------------------------------------
+
+
+async def _stamped(aw: Any) -> tuple[float, Any]:
+    result = await aw
+    return time.monotonic(), result
+
+
+async def in_process(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Series]:
+    rounds = cfg.n(120, 30)
+    name = "bench-inproc"
+    series = {
+        "resign": Series("gee-h resign -> campaign returns"),
+        "floor": Series("floor: Delete + watch event (gee-h transport)"),
+        "floor-go": Series("floor: Delete + `etcdctl watch` prints"),
+    }
+    await etcd.clear(name)
+    floor_key = b"bench-floor/key"
+    watcher: Proc | None = None
+    async with geeh.Client(endpoints) as a, geeh.Client(endpoints) as b:
+        clients = [a, b]
+        leadership = await a.election(name).campaign(b"a", ttl=10)
+        leader_side = 0
+        try:
+            watcher = Proc(
+                [find_etcdctl(), f"--endpoints={','.join(endpoints)}", "watch", floor_key.decode()],
+                "etcdctl-watch",
+            )
+            await asyncio.sleep(0.5)
+            for k in range(rounds):
+                kinds = ["resign", "floor", "floor-go"]
+                shift = k % 3
+                for kind in kinds[shift:] + kinds[:shift]:
+                    if kind == "resign":
+                        other = clients[1 - leader_side]
+                        waiting = asyncio.ensure_future(
+                            _stamped(other.election(name).campaign(f"v{k}", ttl=10))
+                        )
+                        await etcd.wait_count(name, 2)
+                        await asyncio.sleep(0.05)
+                        t0 = time.monotonic()
+                        await leadership.resign()
+                        t1, leadership = await waiting
+                        leader_side = 1 - leader_side
+                        series[kind].add(t1 - t0)
+                    elif kind == "floor":
+                        revision = await etcd.put(floor_key)
+                        w = b._watches.watch(floor_key, start_revision=revision + 1)
+                        got = asyncio.ensure_future(_stamped(w.next()))
+                        await asyncio.sleep(0.05)
+                        t0 = time.monotonic()
+                        await etcd.delete(floor_key)
+                        t1, _ = await got
+                        w.cancel()
+                        series[kind].add(t1 - t0)
+                    else:
+                        await etcd.put(floor_key)
+                        start = len(watcher.lines)
+                        await asyncio.sleep(0.05)
+                        start = len(watcher.lines)
+                        t0 = time.monotonic()
+                        await etcd.delete(floor_key)
+                        t1, _, _ = await watcher.wait_line(lambda line: line == b"DELETE", start)
+                        series[kind].add(t1 - t0)
+        finally:
+            if watcher is not None:
+                await watcher.stop()
+            await leadership.resign()
+    await etcd.clear(name)
+    await etcd.delete(floor_key)
+    return series

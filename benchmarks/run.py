@@ -1,0 +1,177 @@
+"""The benchmark driver: starts etcd, runs every benchmark, writes BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import os
+import pickle
+import tempfile
+import time
+import traceback
+from typing import Any
+
+import geeh
+from geeh.local_etcd import LocalEtcdCluster
+
+from . import (
+    cost,
+    crash,
+    findings,
+    handoff,
+    observers,
+    profiling,
+    report,
+    scale,
+    switch,
+    whatif,
+)
+from .common import REPO, Config, Etcd, geeh_cli, kill_all, machine
+
+# The measurements of the last run, for --report-only (outside the repository).
+DATA = os.path.join(tempfile.gettempdir(), "geeh-benchmarks-last-run.pickle")
+
+STAGES = [
+    "handoff",
+    "inproc",
+    "observers",
+    "crash",
+    "scale",
+    "switch",
+    "profile",
+    "whatif",
+    "cost",
+]
+
+
+async def _stage(data: dict[str, Any], key: str, label: str, coro: Any) -> None:
+    print(f"  {label} ...", flush=True)
+    t0 = time.monotonic()
+    try:
+        data[key] = await coro
+    except Exception as err:  # a failed stage is reported, the others still run
+        traceback.print_exc()
+        data.setdefault("errors", []).append(f"{label}: {type(err).__name__}: {err}")
+    print(f"  {label}: {time.monotonic() - t0:.0f} s", flush=True)
+
+
+async def _on_cluster(cfg: Config, members: int, only: set[str], data: dict[str, Any]) -> None:
+    tag = f"{members}-member"
+    print(f"starting a {tag} etcd", flush=True)
+    cluster = LocalEtcdCluster(members)
+    await asyncio.to_thread(cluster.start)
+    try:
+        endpoints = cluster.endpoints
+        async with geeh.Client(endpoints) as client:
+            etcd = Etcd(client)
+            if "handoff" in only:
+                await _stage(
+                    data,
+                    f"handoff-process-{tag}",
+                    f"hand-off, processes, {tag}",
+                    handoff.process_level(cfg, endpoints, etcd),
+                )
+            if "inproc" in only:
+                await _stage(
+                    data,
+                    f"handoff-inproc-{tag}",
+                    f"hand-off, in-process, {tag}",
+                    handoff.in_process(cfg, endpoints, etcd),
+                )
+            if "observers" in only:
+                await _stage(
+                    data,
+                    f"observers-{tag}",
+                    f"observers, {tag}",
+                    observers.run(cfg, endpoints, etcd),
+                )
+            if "whatif" in only:
+                await _stage(
+                    data,
+                    f"whatif-{tag}",
+                    f"what-if fixes, {tag}",
+                    whatif.run(cfg, endpoints, etcd),
+                )
+            if members > 1 and "scale" in only:
+                await _stage(
+                    data,
+                    f"scale-{tag}",
+                    f"scale, {tag}",
+                    scale.run_cluster(cfg, endpoints, etcd),
+                )
+            if members > 1 and "switch" in only:
+                await _stage(data, "switch", "member switch", switch.run(cfg, endpoints, etcd))
+            if members == 1:
+                if "crash" in only:
+                    await _stage(data, "crash", "crash failover", crash.run(cfg, endpoints, etcd))
+                if "scale" in only:
+                    await _stage(data, "scale", "scale", scale.run(cfg, endpoints, etcd))
+                if "profile" in only:
+                    await _stage(data, "profiles", "profiles", profiling.run(cfg, endpoints, etcd))
+    finally:
+        kill_all()
+        await asyncio.to_thread(cluster.close)
+
+
+async def _main(cfg: Config, only: set[str], data: dict[str, Any]) -> None:
+    try:
+        await _on_cluster(cfg, 1, only, data)
+        if only & {"handoff", "inproc", "observers", "whatif", "scale", "switch"}:
+            await _on_cluster(cfg, 3, only, data)
+        if "cost" in only:
+            await _stage(data, "cost", "idle cost", cost.run(cfg))
+    finally:
+        kill_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="gee-h benchmarks against etcdctl elect; writes BENCHMARKS.md and plots",
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer trials: about 2.5 minutes")
+    parser.add_argument(
+        "--out", default=os.path.join(REPO, "BENCHMARKS.md"), help="report path (BENCHMARKS.md)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=STAGES, default=STAGES, help="run only these stages"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"rewrite the report from the last run's measurements ({DATA})",
+    )
+    args = parser.parse_args(argv)
+    if args.report_only:
+        with open(DATA, "rb") as f:
+            saved: dict[str, Any] = pickle.load(f)
+        _write(args.out, saved)
+        return 0
+    cfg = Config(quick=args.quick)
+    data: dict[str, Any] = {
+        "config": cfg,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    geeh_cli()
+    data["machine"] = machine()
+    t0 = time.monotonic()
+    try:
+        asyncio.run(_main(cfg, set(args.only), data))
+    except KeyboardInterrupt:
+        kill_all()
+        print("interrupted; writing what was measured")
+    data["elapsed"] = time.monotonic() - t0
+    data["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    with contextlib.suppress(Exception), open(DATA, "wb") as f:
+        pickle.dump(data, f)
+    _write(args.out, data)
+    return 0
+
+
+def _write(out: str, data: dict[str, Any]) -> None:
+    data["findings"] = findings.findings(data)
+    data["notes"] = findings.notes(data)
+    report.write(out, data)
+    print(f"wrote {out} ({data['elapsed']:.0f} s of measurements)")

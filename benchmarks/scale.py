@@ -1,0 +1,264 @@
+"""4. Scale: 1, 10, 100 and 1000 waiting candidates in one election.
+
+Candidates live in worker processes (benchmarks/scale_worker.py): all in one process, or spread
+round-robin over four. All queue lengths run at once, each in an election and worker processes
+of its own, and their hand-offs alternate (a rotation), so drift hits every size alike.
+Each hand-off: the leader resigns (its worker stamps T0), the next
+candidate's campaign returns (its worker stamps T1); then one candidate is added at the tail, so
+the queue length stays N. etcd requests per hand-off are the workers' counter deltas between
+just before the resign and just after the win (the tail refill is not counted). Memory per
+waiting candidate: the one-process worker's RSS growth from 0 to N waiting candidates, divided
+by N; and, in a separate run under tracemalloc, the Python heap growth per candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .common import Config, Etcd, Proc, Series
+
+TTL = 60  # keeps 1000 sessions' keepalives at 50/s; a hand-off does not depend on the TTL
+
+
+@dataclass
+class ScaleResult:
+    waiting: int
+    processes: int
+    latency: Series
+    unary: list[float] = field(default_factory=list)
+    paths: Counter[str] = field(default_factory=Counter)
+    received: list[float] = field(default_factory=list)
+    cluster: str = "1-member"
+    watch_msgs: list[float] = field(default_factory=list)
+    rss_per_candidate: float = float("nan")
+    setup_seconds: float = float("nan")
+
+
+class Workers:
+    def __init__(
+        self,
+        endpoints: list[str],
+        name: str,
+        processes: int,
+        *,
+        traced: bool = False,
+        rotate: bool = False,
+    ):
+        import sys
+
+        def eps(i: int) -> list[str]:
+            # With rotate, worker i starts on member i (mod size): its leases get that
+            # member's ID prefix, as candidates spread over a cluster's members would.
+            k = i % len(endpoints) if rotate else 0
+            return endpoints[k:] + endpoints[:k]
+
+        self.procs = [
+            Proc(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.scale_worker",
+                    "--endpoints",
+                    ",".join(eps(i)),
+                    "--name",
+                    name,
+                    "--id",
+                    f"w{i}",
+                    "--ttl",
+                    str(TTL),
+                    *(["--tracemalloc"] if traced else []),
+                ],
+                f"scale-w{i}",
+                stdin=True,
+            )
+            for i in range(processes)
+        ]
+        self.cursor = 0
+        self.won_seen = [0] * processes
+
+    async def ready(self) -> list[int]:
+        out = []
+        for p in self.procs:
+            _, line, _ = await p.wait_line(lambda s: s.startswith(b"ready "), timeout=60)
+            out.append(int(line.split()[1]))
+        return out
+
+    def add(self, n: int) -> None:
+        """Add n candidates, round-robin over the workers."""
+        share = [0] * len(self.procs)
+        for _ in range(n):
+            share[self.cursor] += 1
+            self.cursor = (self.cursor + 1) % len(self.procs)
+        for p, k in zip(self.procs, share, strict=True):
+            if k:
+                p.send(f"add {k}")
+
+    async def ask(self, p: Proc, command: str, reply: bytes) -> list[bytes]:
+        start = len(p.lines)
+        p.send(command)
+        _, line, _ = await p.wait_line(lambda s: s.startswith(reply), start, timeout=60)
+        return line.split()[1:]
+
+    async def counts(self) -> tuple[int, int, int, Counter[str]]:
+        unary = watch = received = 0
+        paths: Counter[str] = Counter()
+        for p in self.procs:
+            u, w, _, r, by_path = await self.ask(p, "counts", b"counts ")
+            unary += int(u)
+            watch += int(w)
+            received += int(r)
+            paths.update(json.loads(by_path))
+        return unary, watch, received, paths
+
+    async def next_win(self, timeout: float = 60.0) -> tuple[int, float, bytes]:
+        """The next "won" line from any worker: (worker index, T1, key)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, p in enumerate(self.procs):
+                wins = [(t, s) for t, s in p.lines if s.startswith(b"won ")]
+                if len(wins) > self.won_seen[i]:
+                    _t, s = wins[self.won_seen[i]]
+                    self.won_seen[i] += 1
+                    parts = s.split()
+                    return i, float(parts[2]), parts[1]
+            if time.monotonic() > deadline:
+                raise TimeoutError("no candidate won")
+            await asyncio.sleep(0.002)
+
+    async def close(self) -> None:
+        for p in self.procs:
+            if p.popen.poll() is None:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    p.send("quit")
+        for p in self.procs:
+            await p.wait_exit(15)
+            p.kill()
+
+
+class Election:
+    """One election of N waiting candidates (plus the leader) in its own worker processes."""
+
+    def __init__(
+        self, endpoints: list[str], etcd: Etcd, waiting: int, processes: int, rotate: bool
+    ) -> None:
+        self.name = f"bench-scale-{waiting}-{processes}{'-rotated' if rotate else ''}"
+        self.etcd = etcd
+        self.waiting = waiting
+        self.processes = processes
+        self.result = ScaleResult(
+            waiting, processes, Series(f"{waiting} waiting, {processes} proc")
+        )
+        self.result.cluster = f"{len(endpoints)}-member" + (
+            ", one member per process" if rotate else ""
+        )
+        self.workers = Workers(endpoints, self.name, processes, rotate=rotate)
+        self.leader_worker = 0
+        self.leader_key = b""
+
+    async def start(self) -> None:
+        workers = self.workers
+        await self.etcd.clear(self.name)
+        await workers.ready()
+        # The leader first, then N waiting behind it.
+        workers.add(1)
+        self.leader_worker, _, self.leader_key = await workers.next_win()
+        rss1 = [int((await workers.ask(p, "mem", b"mem "))[0]) for p in workers.procs]
+        t_setup = time.monotonic()
+        workers.add(self.waiting)
+        await self.etcd.wait_count(self.name, self.waiting + 1, timeout=300)
+        self.result.setup_seconds = time.monotonic() - t_setup
+        await asyncio.sleep(0.5 + self.waiting / 1000)
+        if self.processes == 1:
+            rss2 = int((await workers.ask(workers.procs[0], "mem", b"mem "))[0])
+            self.result.rss_per_candidate = (rss2 - rss1[0]) / self.waiting
+
+    async def handoff(self) -> None:
+        workers, result = self.workers, self.result
+        unary0, watch0, received0, paths0 = await workers.counts()
+        leader = workers.procs[self.leader_worker]
+        await workers.ask(leader, f"resign {self.leader_key.decode()}", b"resigned ")
+        resigned = [s for _, s in leader.lines if s.startswith(b"resigned ")][-1]
+        t0 = float(resigned.split()[2])
+        self.leader_worker, t1, self.leader_key = await workers.next_win()
+        result.latency.add(t1 - t0)
+        unary1, watch1, received1, paths1 = await workers.counts()
+        result.received.append(received1 - received0)
+        result.unary.append(unary1 - unary0)
+        paths1.subtract(paths0)
+        result.paths.update(+paths1)
+        result.watch_msgs.append(watch1 - watch0)
+        workers.add(1)
+        await self.etcd.wait_count(self.name, self.waiting + 1)
+
+    async def close(self) -> None:
+        await self.workers.close()
+        await self.etcd.clear(self.name)
+
+
+async def interleaved(
+    cfg: Config,
+    endpoints: list[str],
+    etcd: Etcd,
+    sizes: tuple[int, ...],
+    processes: int,
+    *,
+    rotate: bool = False,
+) -> list[ScaleResult]:
+    """All sizes at once, each in its own election and workers; hand-offs in rotation."""
+    elections = [Election(endpoints, etcd, n, processes, rotate) for n in sizes]
+    try:
+        for e in elections:
+            await e.start()
+        await asyncio.sleep(1.0)
+        for k in range(cfg.n(30, 8)):
+            shift = k % len(elections)
+            for e in elections[shift:] + elections[:shift]:
+                await asyncio.sleep(0.1)
+                await e.handoff()
+    finally:
+        for e in elections:
+            await e.close()
+    return [e.result for e in elections]
+
+
+async def traced_memory(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
+    """Python heap growth per waiting candidate (tracemalloc), one process."""
+    n = cfg.n(1000, 200)
+    name = "bench-scale-traced"
+    await etcd.clear(name)
+    workers = Workers(endpoints, name, 1, traced=True)
+    try:
+        await workers.ready()
+        workers.add(1)
+        await workers.next_win()
+        await asyncio.sleep(0.3)
+        _rss1, traced1 = (int(x) for x in await workers.ask(workers.procs[0], "mem", b"mem "))
+        workers.add(n)
+        await etcd.wait_count(name, n + 1, timeout=300)
+        await asyncio.sleep(1.0)
+        _rss2, traced2 = (int(x) for x in await workers.ask(workers.procs[0], "mem", b"mem "))
+    finally:
+        await workers.close()
+        await etcd.clear(name)
+    return {"candidates": n, "traced_per_candidate": (traced2 - traced1) / n}
+
+
+async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
+    results: list[ScaleResult] = []
+    for processes in (1, 4):
+        print(f"    scale: 1, 10, 100, 1000 waiting, {processes} process(es) each")
+        results += await interleaved(cfg, endpoints, etcd, (1, 10, 100, 1000), processes)
+    traced = await traced_memory(cfg, endpoints, etcd)
+    return {"results": results, "traced": traced}
+
+
+async def run_cluster(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[ScaleResult]:
+    """A 3-member cluster, four processes each pinned to a different member first."""
+    print(f"    scale: 1, 100, 1000 waiting, 4 processes over {len(endpoints)} members")
+    return await interleaved(cfg, endpoints, etcd, (1, 100, 1000), 4, rotate=True)
