@@ -235,3 +235,26 @@ async def test_lease_that_is_gone_cannot_be_resumed(client: geeh.Client, name: s
     await session.close()
     with pytest.raises(geeh.SessionExpired):
         await client.election(name).campaign(b"v", lease=session.lease)
+
+
+async def test_a_waiter_leaving_the_middle_of_the_queue(client: geeh.Client, name: str) -> None:
+    """The third in line watches the two keys before it: the second leaving must not elect it
+    while the leader still leads, and the leader leaving then must elect it at once."""
+    election = client.election(name)
+    leader = await election.campaign(b"a", ttl=5)
+    middle = asyncio.ensure_future(election.campaign(b"b", ttl=5))
+    await joined(client, name, 2)
+    last = asyncio.ensure_future(election.campaign(b"c", ttl=5))
+    await joined(client, name, 3)
+    middle.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await middle
+    await joined(client, name, 2)  # the same count, now without b
+    assert len(await keys(client, name)) == 2
+    # Give "last" every chance to misread the queue: a proclaim is one more event it sees.
+    await leader.proclaim(b"a2")
+    assert not last.done(), "elected while the leader still leads"
+    await leader.resign()
+    promoted = await within(last, 5, "the last candidate to take over")
+    assert promoted.value == b"c"
+    await promoted.resign()

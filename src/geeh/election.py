@@ -200,14 +200,25 @@ class Campaign:
     async def _wait(
         self, session: Session, key: bytes, token: int, gone: asyncio.Future[BaseException]
     ) -> None:
-        """Wait until no key created before ours is left; fail if ours goes first."""
+        """Wait until no key created before ours is left; fail if ours goes first.
+
+        Go reads again after each deletion of its predecessor; so does this, with two
+        changes that take the read off the hand-off's critical path. The read returns our own
+        key and up to two older ones (the predecessor and the one before it), and one watch
+        spans all three keys, so their deletions arrive in revision order on one watcher:
+        - the predecessor is the only older key and is deleted while ours exists: older
+          keys never appear again (create revisions only grow), so we lead as of that
+          revision, with no read;
+        - the key before the predecessor goes first: the predecessor now leads, and the
+          read made at that moment finds it the only older key, ready for the case above.
+        Our own key's deletion ends the campaign (CandidateRemoved), even in the same batch.
+        """
         transport = self.election._client._transport
         hub = self.election._client._watches
         while True:
             if gone.done():
                 raise gone.result()
             session.check()
-            # Our key and its predecessor in one read: the newest two created up to ours.
             response = await transport.call(
                 RANGE,
                 rpc.RangeRequest(
@@ -216,7 +227,7 @@ class Campaign:
                     max_create_revision=token,
                     sort_order=rpc.RangeRequest.DESCEND,
                     sort_target=rpc.RangeRequest.CREATE,
-                    limit=2,
+                    limit=3,
                     keys_only=True,
                 ),
                 what="campaign",
@@ -228,21 +239,16 @@ class Campaign:
                 raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
             if len(kvs) == 1:
                 return
-            # Watch the predecessor and our own key in one watch (the key range spanning
-            # both), so their deletions arrive in revision order on one watcher. If the
-            # predecessor was the only older key (``more`` is false) and it goes while ours
-            # still exists, no older key can appear again: we lead as of that revision,
-            # with no further read. Otherwise read again, as Go does.
-            predecessor = kvs[1].key
-            low, high = sorted((predecessor, key))
+            older = [kv.key for kv in kvs[1:]]
             with hub.watch(
-                low,
-                range_end=high + b"\x00",
+                min(key, *older),
+                range_end=max(key, *older) + b"\x00",
                 start_revision=response.header.revision + 1,
                 filters=[NOPUT],
-            ) as both:
-                if await _predecessor_deleted(both, predecessor, key, gone) and not response.more:
-                    return
+            ) as watch:
+                deleted = await _next_deletion(watch, older, key, gone)
+            if deleted == older[0] and len(older) == 1:
+                return
 
     async def _watch_own_key(
         self, key: bytes, token: int, revision: int, gone: asyncio.Future[BaseException]
@@ -298,15 +304,15 @@ async def _next_delete(w: Watch) -> None:
             return
 
 
-async def _predecessor_deleted(
-    w: Watch, predecessor: bytes, key: bytes, gone: asyncio.Future[BaseException]
-) -> bool:
-    """Wait for the predecessor's deletion: True if seen, False if the watch was compacted.
+async def _next_deletion(
+    w: Watch, older: list[bytes], key: bytes, gone: asyncio.Future[BaseException]
+) -> bytes | None:
+    """The first of ``older`` to be deleted, or None if the watch was compacted.
 
     Raises CandidateRemoved if our own key goes first (or in the same revision), or the
     reason in ``gone`` (session expired, client closed).
     """
-    waiter = asyncio.ensure_future(_deletions(w, predecessor, key))
+    waiter = asyncio.ensure_future(_deletions(w, older, key))
     try:
         waiting: set[asyncio.Future[Any]] = {waiter, gone}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -316,7 +322,7 @@ async def _predecessor_deleted(
         try:
             return waiter.result()
         except Compacted:
-            return False
+            return None
         except ClosedError:
             pass
     if gone.done():
@@ -327,11 +333,12 @@ async def _predecessor_deleted(
     raise ClosedError("the client is closed")
 
 
-async def _deletions(w: Watch, predecessor: bytes, key: bytes) -> bool:
+async def _deletions(w: Watch, older: list[bytes], key: bytes) -> bytes:
     while True:
         batch = await w.next()
         deleted = {e.kv.key for e in batch.events if e.type == e.DELETE}
         if key in deleted:
             raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
-        if predecessor in deleted:
-            return True
+        for candidate in older:
+            if candidate in deleted:
+                return candidate

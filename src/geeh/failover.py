@@ -184,6 +184,8 @@ class Transport:
         self._generation = 0
         self._moved: asyncio.Future[None] | None = None
         self._failed_at: dict[str, float] = {}
+        # When each member last answered anything: proof of life shared by all streams.
+        self.heard: dict[str, float] = {}
         self._closed = False
         self.token: str | None = None
         self.credentials: tuple[str, str] | None = None
@@ -310,6 +312,7 @@ class Transport:
                     timeout=min(remaining, self.attempt_timeout),
                     metadata=self.metadata(),
                 )
+                self.heard[endpoint] = time.monotonic()
                 return response
             except grpc.aio.AioRpcError as err:
                 last = err
@@ -484,7 +487,7 @@ class ResumableStream(Generic[Req, Resp]):
                 request_serializer=_serialize,
                 response_deserializer=self._response_type.FromString,
             )(_drain(outbox), metadata=transport.metadata())
-            reader = asyncio.ensure_future(self._read(call, backoff))
+            reader = asyncio.ensure_future(self._read(call, backoff, endpoint))
             guard = asyncio.ensure_future(self.watchdog(endpoint))
             moved = asyncio.ensure_future(transport.wait_moved(generation))
             try:
@@ -509,10 +512,13 @@ class ResumableStream(Generic[Req, Resp]):
             transport.fail(endpoint, failure)
             await asyncio.sleep(backoff.next_delay())
 
-    async def _read(self, call: grpc.aio.StreamStreamCall[Any, Any], backoff: Backoff) -> None:
+    async def _read(
+        self, call: grpc.aio.StreamStreamCall[Any, Any], backoff: Backoff, endpoint: str
+    ) -> None:
+        heard = self._transport.heard
         try:
             async for response in call:
-                self.heard = time.monotonic()
+                heard[endpoint] = self.heard = time.monotonic()
                 backoff.reset()
                 self.received(response)
         except grpc.aio.AioRpcError as err:

@@ -108,7 +108,7 @@ class Leadership:
         self.session.check()
 
     async def resign(self, *, timeout: float | None = None) -> None:
-        """Give up leadership: delete our key so the next candidate takes over.
+        """Give up leadership: remove our key so the next candidate takes over.
 
         Idempotent and safe to retry: if etcd cannot be reached within ``timeout`` (default:
         the client's request timeout) the error is raised and the state kept, so calling
@@ -118,15 +118,20 @@ class Leadership:
         if self._resigned:
             return
         self.lost.set(None)
-        txn = rpc.TxnRequest(
-            compare=[owns(self.key, self.token)],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
-        )
-        await self.election._client._transport.call(TXN, txn, timeout=timeout, what="resign")
+        if self._owns_session:
+            # One commit: revoking the campaign's own lease deletes our key with it, and the
+            # successor's read does not queue behind a second commit.
+            await self.session.revoke(timeout=timeout)
+        else:
+            txn = rpc.TxnRequest(
+                compare=[owns(self.key, self.token)],
+                success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
+            )
+            await self.election._client._transport.call(TXN, txn, timeout=timeout, what="resign")
         self._resigned = True
         self.election._client._forget(self)
         if self._owns_session:
-            await self.session.close()
+            await self.session.close(revoke=False)
 
     async def _close(self) -> None:
         """The client is closing: resign, quietly and within bounds."""

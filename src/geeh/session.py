@@ -235,6 +235,23 @@ class Session:
             self._deadline_passed()
             self.check()
 
+    async def revoke(self, *, timeout: float | None = None) -> None:
+        """Revoke the lease now, deleting every key attached to it.
+
+        Raises EtcdError if etcd cannot be reached in time (the session is left as it was,
+        so a retry finishes the job); a lease that is already gone counts as revoked.
+        """
+        try:
+            await self._transport.call(
+                LEASE_REVOKE,
+                rpc.LeaseRevokeRequest(ID=self.lease),
+                timeout=timeout,
+                what="revoke lease",
+            )
+        except EtcdError as err:
+            if err.code != "NOT_FOUND":
+                raise
+
     async def close(self, *, revoke: bool = True) -> None:
         """Stop the keepalives and revoke the lease (bounded, best effort). Idempotent."""
         if self._closed:
@@ -250,12 +267,7 @@ class Session:
                 await self._task
         if revoke and was_alive:
             with contextlib.suppress(EtcdError, ClosedError):
-                await self._transport.call(
-                    LEASE_REVOKE,
-                    rpc.LeaseRevokeRequest(ID=self.lease),
-                    timeout=min(self._transport.request_timeout, 2.0),
-                    what="revoke lease",
-                )
+                await self.revoke(timeout=min(self._transport.request_timeout, 2.0))
 
     async def __aenter__(self) -> Session:
         return self

@@ -186,14 +186,16 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
             if not self._watches:
                 await asyncio.sleep(PROBE_IDLE)  # nothing to lose on this member
                 continue
-            idle = time.monotonic() - self.heard
+            # Any answer from this member counts: a client keeping a session alive hears
+            # keepalive replies every TTL/3 and needs fewer probes, or none.
+            idle = time.monotonic() - max(self.heard, self._transport.heard.get(endpoint, 0.0))
             if idle < PROBE_IDLE:
                 await asyncio.sleep(PROBE_IDLE - idle)
                 continue
             sent = time.monotonic()
             self.send(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
             await asyncio.sleep(PROBE_TIMEOUT)
-            if self.heard < sent:
+            if max(self.heard, self._transport.heard.get(endpoint, 0.0)) < sent:
                 raise ConnectionError(
                     f"watch stream: no answer from {endpoint} to a progress request "
                     f"within {PROBE_TIMEOUT:g}s"
