@@ -258,3 +258,28 @@ async def test_a_waiter_leaving_the_middle_of_the_queue(client: geeh.Client, nam
     promoted = await within(last, 5, "the last candidate to take over")
     assert promoted.value == b"c"
     await promoted.resign()
+
+
+async def test_leaving_the_block_after_a_loss_neither_raises_nor_waits(
+    client: geeh.Client, name: str
+) -> None:
+    election = client.election(name)
+    async with election.campaign(b"v", ttl=30) as leadership:
+        await revoke(client, leadership.lease)
+        assert isinstance(await within(leadership.lost.wait(), 5, "loss"), geeh.ElectionError)
+    assert await keys(client, name) == []
+
+
+async def test_a_shared_session_serves_many_campaigns_without_growing(
+    client: geeh.Client, name: str
+) -> None:
+    session = await client.session(ttl=10)
+    election = client.election(name)
+    baseline = len(session.expired._callbacks)
+    for i in range(5):
+        leadership = await election.campaign(f"round {i}", session=session)
+        await leadership.resign()
+        assert session.alive
+    assert len(session.expired._callbacks) == baseline, "campaigns left callbacks behind"
+    assert await keys(client, name) == []
+    await session.close()

@@ -132,8 +132,12 @@ class Campaign:
         return self._leadership
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._leadership is not None:
-            await self._leadership.resign()
+        leadership = self._leadership
+        if leadership is None:
+            return
+        if leadership.lost.reason is not None:
+            return  # lost already: its clean-up runs in the background, nothing to hand over
+        await leadership.resign()
 
     async def _run(self) -> Leadership:
         client = self.election._client
@@ -160,7 +164,15 @@ class Campaign:
             watcher = asyncio.ensure_future(self._watch_own_key(key, token, join_revision, gone))
             await self._wait(session, key, token, gone)
             leadership = Leadership(
-                self.election, session, owns_session, key, self.value, token, gone, watcher
+                self.election,
+                session,
+                owns_session,
+                key,
+                self.value,
+                token,
+                gone,
+                watcher,
+                detach=lambda: session.expired.remove_callback(expired),
             )
             client._remember(leadership)
             return leadership

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._proto import rpc_pb2 as rpc
@@ -47,6 +48,7 @@ class Leadership:
         token: int,
         gone: asyncio.Future[BaseException],
         watcher: asyncio.Task[None],
+        detach: Callable[[], None],
     ) -> None:
         self.election = election
         self.session = session
@@ -56,6 +58,7 @@ class Leadership:
         self.lost = LossSignal()
         self._owns_session = owns_session
         self._watcher = watcher
+        self._detach = detach
         self._resigned = False
         gone.add_done_callback(self._on_gone)
         self.lost.add_callback(self._on_lost)
@@ -75,12 +78,26 @@ class Leadership:
             self.lost.set(gone.result())
 
     def _on_lost(self, reason: BaseException | None) -> None:
+        self._watcher.cancel()
+        self._detach()
         if reason is not None:
             log.warning("leadership of %s lost: %s", show(self.election.name), reason)
-        self._watcher.cancel()
-        if self._owns_session and not self._resigned and reason is not None:
-            # Nobody will use this lease again; revoking it frees the election at once.
-            self.election._client._spawn(self.session.close())
+            self.election._client._spawn(self._clear())
+
+    async def _clear(self) -> None:
+        """After a loss, remove what is left of our candidacy: quietly, within bounds."""
+        with contextlib.suppress(Exception):
+            if self._owns_session:
+                await self.session.close()  # nobody will use this lease again
+            else:
+                await self._delete_key(timeout=2.0)
+
+    async def _delete_key(self, timeout: float | None) -> None:
+        txn = rpc.TxnRequest(
+            compare=[owns(self.key, self.token)],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
+        )
+        await self.election._client._transport.call(TXN, txn, timeout=timeout, what="resign")
 
     async def proclaim(self, value: str | bytes) -> None:
         """Publish a new value without giving up leadership. Raises NotLeader if we don't lead."""
@@ -123,11 +140,7 @@ class Leadership:
             # successor's read does not queue behind a second commit.
             await self.session.revoke(timeout=timeout)
         else:
-            txn = rpc.TxnRequest(
-                compare=[owns(self.key, self.token)],
-                success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
-            )
-            await self.election._client._transport.call(TXN, txn, timeout=timeout, what="resign")
+            await self._delete_key(timeout)
         self._resigned = True
         self.election._client._forget(self)
         if self._owns_session:
