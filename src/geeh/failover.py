@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -517,16 +517,20 @@ class ResumableStream(Generic[Req, Resp]):
     ) -> None:
         heard = self._transport.heard
         try:
-            async for response in call:
+            # read() rather than ``async for``: one async generator less per message.
+            while (response := await call.read()) is not _EOF:
                 heard[endpoint] = self.heard = time.monotonic()
                 backoff.reset()
-                self.received(response)
+                self.received(cast(Resp, response))
         except grpc.aio.AioRpcError as err:
             message = f"{self._name} stream: {err.code().name} {err.details()}"
             if err.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise StreamUnauthenticated(message) from None
             raise ConnectionError(message) from None
         raise ConnectionError(f"{self._name} stream ended")
+
+
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 async def _drain(outbox: asyncio.Queue[Req | None]) -> AsyncIterator[Req]:
