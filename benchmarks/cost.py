@@ -10,6 +10,7 @@ time (psutil), RSS its resident memory at the end.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 import urllib.request
@@ -18,7 +19,9 @@ from dataclasses import dataclass, field
 import psutil
 
 import geeh
+from geeh.election import DEFAULT_TTL
 from geeh.local_etcd import LocalEtcdCluster
+from geeh.watch import PROBE_IDLE
 
 from .common import ETCDCTL, GEEH, Config, Etcd, Proc, elect_argv, is_key_of, listen_argv
 
@@ -44,7 +47,7 @@ class Role:
         name = {GEEH: "geeh elect", ETCDCTL: "etcdctl elect"}[self.impl]
         if self.role == "observer":
             name += " -l" if self.impl == ETCDCTL else " --listen"
-        ttl = self.ttl if self.ttl is not None else (60 if self.impl == ETCDCTL else 10)
+        ttl = self.ttl if self.ttl is not None else (60 if self.impl == ETCDCTL else DEFAULT_TTL)
         return name if self.role == "observer" else f"{name} (TTL {ttl} s)"
 
     @property
@@ -67,7 +70,12 @@ def _scrape(url: str) -> dict[str, float]:
     return out
 
 
+# The longest TTL whose keepalive interval (TTL/3) is shorter than the watch probe's idle
+# period: its keepalive replies keep the watch stream's member proven alive, so no probe.
+SHORT_TTL = max(1, math.ceil(3 * PROBE_IDLE) - 1)
+
 ROLES = [
+    ("leader", GEEH, SHORT_TTL),
     ("leader", GEEH, None),
     ("leader", GEEH, 60),
     ("leader", ETCDCTL, None),

@@ -5,35 +5,86 @@ the profiler runs only inside each hand-off window, from ``resign()`` until the 
 ``campaign`` returns, sampling the whole thread every 100 us (async_mode disabled: the time
 the event loop spends waiting in epoll shows as such). Run with 1 and with many waiting
 candidates; the text trees are saved in benchmarks/results/.
+
+Also the cost of the campaign's wait read on etcd's side: the same Range a waiting candidate
+sends (``Campaign._wait``: keys created up to a revision, newest first, limit 3) under a
+prefix of 10, 100 and 1000 keys, against a point read of one key as the baseline, in rotation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
 
 import geeh
+from geeh._proto import rpc_pb2 as rpc
+from geeh.failover import RANGE
+from geeh.keys import election_prefix, prefix_end
 
 from .common import RESULTS, Config, Etcd, Series
 
+# Where the sampled window went, by the outermost frame of these functions (not nested).
+SHARES = {
+    "resign": ("Leadership.resign",),
+    "watch events": ("WatchHub._read", "_deletions", "_next_deletion"),
+    "wait read": ("Campaign._wait",),
+    "idle in epoll": ("epoll.poll",),
+}
+
+
+def _shares(session: Any) -> dict[str, float]:
+    """Seconds of the profiled windows spent in each group of SHARES, and the total."""
+    root = session.root_frame() if session is not None else None
+    out = dict.fromkeys(SHARES, 0.0)
+    if root is None:
+        return {**out, "total": 0.0}
+    names = {name: group for group, names in SHARES.items() for name in names}
+
+    def walk(frame: Any) -> None:
+        qualified = f"{frame.class_name}.{frame.function}" if frame.class_name else frame.function
+        group = names.get(qualified) or names.get(frame.function)
+        if group is not None:
+            out[group] += frame.time
+            return
+        for child in frame.children:
+            walk(child)
+
+    walk(root)
+    return {**out, "total": root.time}
+
 
 async def handoffs(
-    endpoints: list[str], etcd: Etcd, waiting: int, rounds: int, out_name: str
+    endpoints: list[str],
+    etcd: Etcd,
+    waiting: int,
+    rounds: int,
+    out_name: str,
+    clients: int = 1,
 ) -> dict[str, Any]:
+    """Profiled hand-offs; with ``clients`` > 1, candidates round-robin over that many
+    Clients, client i pinned first to member i (leases, hence keys, from different members).
+    """
     from pyinstrument import Profiler
 
-    name = f"bench-profile-{waiting}"
+    name = f"bench-profile-{waiting}-{clients}"
     await etcd.clear(name)
     won: asyncio.Queue[tuple[float, geeh.Leadership]] = asyncio.Queue()
     latency = Series(f"{waiting} waiting, profiled")
     profiler = Profiler(interval=0.0001, async_mode="disabled")
-    async with geeh.Client(endpoints) as client:
-        election = client.election(name)
+    async with contextlib.AsyncExitStack() as stack:
+        pool = [
+            await stack.enter_async_context(
+                geeh.Client(endpoints[k % len(endpoints) :] + endpoints[: k % len(endpoints)])
+            )
+            for k in range(clients)
+        ]
         tasks: set[asyncio.Task[None]] = set()
 
         async def candidate(n: int) -> None:
+            election = pool[n % len(pool)].election(name)
             leadership = await election.campaign(f"p{n}", ttl=60)
             won.put_nowait((time.monotonic(), leadership))
 
@@ -44,9 +95,10 @@ async def handoffs(
 
         add(0)
         _, leadership = await won.get()
-        for i in range(waiting):
-            add(i + 1)
-        await etcd.wait_count(name, waiting + 1, timeout=300)
+        for start in range(0, waiting, 100):  # in batches, as in switch.py
+            for i in range(start, min(waiting, start + 100)):
+                add(i + 1)
+            await etcd.wait_count(name, min(waiting, start + 100) + 1, timeout=300)
         await asyncio.sleep(0.5 + waiting / 1000)
         serial = waiting + 1
         try:
@@ -69,13 +121,23 @@ async def handoffs(
     await etcd.clear(name)
     text = profiler.output_text(unicode=False, color=False, show_all=False)
     await asyncio.to_thread(_save, out_name, text)
-    return {"waiting": waiting, "latency": latency, "text": text, "file": out_name}
+    return {
+        "waiting": waiting,
+        "clients": clients,
+        "members": len(endpoints),
+        "latency": latency,
+        "text": text,
+        "file": out_name,
+        "shares": _shares(profiler.last_session),
+    }
 
 
 def _save(name: str, text: str) -> None:
     os.makedirs(RESULTS, exist_ok=True)
+    # Paths relative to the repository: the results are committed, machine paths are not.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     with open(os.path.join(RESULTS, name), "w") as f:
-        f.write(text)
+        f.write(text.replace(root, ""))
 
 
 async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[dict[str, Any]]:
@@ -87,3 +149,67 @@ async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[dict[str, A
             await handoffs(endpoints, etcd, waiting, rounds, f"profile-handoff-{waiting}.txt")
         )
     return out
+
+
+async def run_cluster(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[dict[str, Any]]:
+    """1 and 1000 waiting over one Client per member: keys from every member interleave."""
+    rounds = cfg.n(60, 20)
+    out = []
+    for waiting in (1, 1000):
+        print(f"    profiling hand-offs with {waiting} waiting, {len(endpoints)} clients")
+        out.append(
+            await handoffs(
+                endpoints,
+                etcd,
+                waiting,
+                rounds,
+                f"profile-handoff-{waiting}-{len(endpoints)}-member.txt",
+                clients=len(endpoints),
+            )
+        )
+    return out
+
+
+async def read_cost(cfg: Config, etcd: Etcd) -> dict[str, Series]:
+    """Round-trip time of the wait read by number of keys under the prefix, vs a point read."""
+    sizes = (10, 100, 1000)
+    reps = cfg.n(200, 40)
+    requests: dict[str, rpc.RangeRequest] = {}
+    names = [f"bench-read-{n}" for n in sizes]
+    try:
+        for n, name in zip(sizes, names, strict=True):
+            await etcd.clear(name)
+            prefix = election_prefix(name)
+            revision = 0
+            for start in range(0, n, 50):
+                revisions = await asyncio.gather(
+                    *(
+                        etcd.put(prefix + f"{i:016x}".encode())
+                        for i in range(start, min(n, start + 50))
+                    )
+                )
+                revision = max(revision, *revisions)
+            requests[f"wait read, {n} keys"] = rpc.RangeRequest(
+                key=prefix,
+                range_end=prefix_end(prefix),
+                max_create_revision=revision,
+                sort_order=rpc.RangeRequest.DESCEND,
+                sort_target=rpc.RangeRequest.CREATE,
+                limit=3,
+                keys_only=True,
+            )
+        requests["point read of one key"] = rpc.RangeRequest(
+            key=election_prefix(names[-1]) + f"{0:016x}".encode(), keys_only=True
+        )
+        series = {label: Series(label) for label in requests}
+        labels = list(requests)
+        for k in range(reps):
+            shift = k % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                t0 = time.monotonic()
+                await etcd.transport.call(RANGE, requests[label])
+                series[label].add(time.monotonic() - t0)
+    finally:
+        for name in names:
+            await etcd.clear(name)
+    return series

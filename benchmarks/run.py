@@ -26,7 +26,6 @@ from . import (
     report,
     scale,
     switch,
-    whatif,
 )
 from .common import REPO, Config, Etcd, geeh_cli, kill_all, machine
 
@@ -41,7 +40,6 @@ STAGES = [
     "scale",
     "switch",
     "profile",
-    "whatif",
     "cost",
 ]
 
@@ -87,19 +85,19 @@ async def _on_cluster(cfg: Config, members: int, only: set[str], data: dict[str,
                     f"observers, {tag}",
                     observers.run(cfg, endpoints, etcd),
                 )
-            if "whatif" in only:
-                await _stage(
-                    data,
-                    f"whatif-{tag}",
-                    f"what-if fixes, {tag}",
-                    whatif.run(cfg, endpoints, etcd),
-                )
             if members > 1 and "scale" in only:
                 await _stage(
                     data,
                     f"scale-{tag}",
                     f"scale, {tag}",
                     scale.run_cluster(cfg, endpoints, etcd),
+                )
+            if members > 1 and "profile" in only:
+                await _stage(
+                    data,
+                    "profiles-3-member",
+                    f"profiles, {tag}",
+                    profiling.run_cluster(cfg, endpoints, etcd),
                 )
             if members > 1 and "switch" in only:
                 await _stage(data, "switch", "member switch", switch.run(cfg, endpoints, etcd))
@@ -110,6 +108,7 @@ async def _on_cluster(cfg: Config, members: int, only: set[str], data: dict[str,
                     await _stage(data, "scale", "scale", scale.run(cfg, endpoints, etcd))
                 if "profile" in only:
                     await _stage(data, "profiles", "profiles", profiling.run(cfg, endpoints, etcd))
+                    await _stage(data, "reads", "wait-read cost", profiling.read_cost(cfg, etcd))
     finally:
         kill_all()
         await asyncio.to_thread(cluster.close)
@@ -118,7 +117,7 @@ async def _on_cluster(cfg: Config, members: int, only: set[str], data: dict[str,
 async def _main(cfg: Config, only: set[str], data: dict[str, Any]) -> None:
     try:
         await _on_cluster(cfg, 1, only, data)
-        if only & {"handoff", "inproc", "observers", "whatif", "scale", "switch"}:
+        if only & {"handoff", "inproc", "observers", "scale", "switch", "profile"}:
             await _on_cluster(cfg, 3, only, data)
         if "cost" in only:
             await _stage(data, "cost", "idle cost", cost.run(cfg))

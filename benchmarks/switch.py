@@ -13,19 +13,101 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import geeh
 
 from .common import Config, Etcd, Series
-from .whatif import Queue
 
 
-async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Series]:
+class Queue:
+    """One election: a leader and N waiting candidates on one Client, all in this process."""
+
+    def __init__(self, client: geeh.Client, etcd: Etcd, name: str, waiting: int) -> None:
+        self.client = client
+        self.etcd = etcd
+        self.name = name
+        self.waiting = waiting
+        self.won: asyncio.Queue[tuple[float, geeh.Leadership]] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.serial = 0
+        self.leadership: geeh.Leadership | None = None
+        self.extra_wins = 0
+
+    def add(self) -> None:
+        self.serial += 1
+        value = f"w{self.serial}"
+
+        async def candidate() -> None:
+            leadership = await self.client.election(self.name).campaign(value, ttl=60)
+            self.won.put_nowait((time.monotonic(), leadership))
+
+        task = asyncio.ensure_future(candidate())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def start(self) -> None:
+        await self.etcd.clear(self.name)
+        self.add()
+        _, self.leadership = await self.won.get()
+        # Join in batches: 1000 campaigns at once can push a request past the 2 s attempt
+        # timeout on a loaded machine, and the client then leaves a healthy member.
+        for start in range(0, self.waiting, 100):
+            for _ in range(min(100, self.waiting - start)):
+                self.add()
+            await self.etcd.wait_count(self.name, min(self.waiting, start + 100) + 1, timeout=120)
+
+    async def handoff(self, t0: float | None = None) -> float:
+        """Resign and wait for the successor; the latency from ``t0`` (default: now)."""
+        assert self.leadership is not None
+        t0 = time.monotonic() if t0 is None else t0
+        await self.leadership.resign()
+        t1, self.leadership = await self.won.get()
+        while not self.won.empty():  # two leaders at once: counted as a failure
+            self.extra_wins += 1
+            _, extra = self.won.get_nowait()
+            await extra.resign()
+        self.add()
+        await self.etcd.wait_count(self.name, self.waiting + 1)
+        return t1 - t0
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.leadership is not None:
+            await self.leadership.resign()
+        await self.etcd.clear(self.name)
+
+
+def _stamp_creations(hub: Any, stamps: list[float]) -> None:
+    """Observe one client's watch hub: stamp every "created" confirmation it receives.
+
+    Wraps ``received`` on this hub instance only, and only observes.
+    """
+    original = hub.received
+
+    def received(response: Any) -> None:
+        if response.created:
+            stamps.append(time.monotonic())
+        original(response)
+
+    hub.received = received
+
+
+async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
+    """Latency series by label; per queue length, after each switch: how many watch
+    creations etcd had confirmed when the successor won, and how many were re-created."""
     rounds = cfg.n(8, 2)
     series: dict[str, Series] = {}
+    before_win: dict[int, list[int]] = {}
+    recreated: dict[int, list[int]] = {}
     async with geeh.Client(endpoints) as small, geeh.Client(endpoints) as large:
         clients = {10: small, 1000: large}
-        queues = {n: Queue(c, etcd, f"bench-switch-{n}", n, set()) for n, c in clients.items()}
+        stamps: dict[int, list[float]] = {n: [] for n in clients}
+        for n, c in clients.items():
+            _stamp_creations(c._watches, stamps[n])
+        queues = {n: Queue(c, etcd, f"bench-switch-{n}", n) for n, c in clients.items()}
         try:
             for q in queues.values():
                 await q.start()
@@ -38,14 +120,27 @@ async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Series
                         s = series.setdefault(label, Series(label))
                         await asyncio.sleep(0.3)
                         transport = clients[n]._transport
+                        stamps[n].clear()
                         t0 = time.monotonic()
                         if switch:
                             transport.fail(transport.endpoint, "benchmark: member switch")
-                        s.add(await q.handoff(t0))
+                        latency = await q.handoff(t0)
+                        s.add(latency)
                         # After a switch the client re-creates every watch, and etcd catches
                         # the new ones up: let that finish before the next trial.
                         await asyncio.sleep(2.0 if switch else 0.3)
+                        if switch:
+                            won = t0 + latency
+                            before_win.setdefault(n, []).append(
+                                sum(1 for t in stamps[n] if t <= won)
+                            )
+                            recreated.setdefault(n, []).append(len(stamps[n]))
         finally:
-            for q in queues.values():
+            for n, q in queues.items():
+                if q.extra_wins:
+                    for label, s in series.items():
+                        if label.startswith(f"{n} waiting"):
+                            s.failures += q.extra_wins
+                            break
                 await q.close()
-    return series
+    return {"latency": series, "created before the win": before_win, "created": recreated}
