@@ -215,14 +215,14 @@ class Campaign:
         """Wait until no key created before ours is left; fail if ours goes first.
 
         Go reads again after each deletion of its predecessor; so does this, with two
-        changes that take the read off the hand-off's critical path. The read returns our own
-        key and up to two older ones (the predecessor and the one before it), and one watch
-        spans all three keys, so their deletions arrive in revision order on one watcher:
-        - the predecessor is the only older key and is deleted while ours exists: older
-          keys never appear again (create revisions only grow), so we lead as of that
-          revision, with no read;
-        - the key before the predecessor goes first: the predecessor now leads, and the
-          read made at that moment finds it the only older key, ready for the case above.
+        changes that take the read off the hand-off's critical path:
+        - one watch spans our key and the predecessor's (the key range between them), so
+          their deletions arrive in revision order on one watcher. If the predecessor is the
+          only older key and goes while ours exists, we lead as of that revision, with no
+          read: older keys never appear again (create revisions only grow);
+        - the read also returns the key before the predecessor, watched on its own: when
+          it goes, the predecessor leads and we read again at once, off the critical path,
+          to find the predecessor the only older key, ready for the case above.
         Our own key's deletion ends the campaign (CandidateRemoved), even in the same batch.
         """
         transport = self.election._client._transport
@@ -252,13 +252,18 @@ class Campaign:
             if len(kvs) == 1:
                 return
             older = [kv.key for kv in kvs[1:]]
-            with hub.watch(
-                min(key, *older),
-                range_end=max(key, *older) + b"\x00",
-                start_revision=response.header.revision + 1,
-                filters=[NOPUT],
-            ) as watch:
-                deleted = await _next_deletion(watch, older, key, gone)
+            after = response.header.revision + 1
+            low, high = sorted((key, older[0]))
+            watches = [
+                hub.watch(low, range_end=high + b"\x00", start_revision=after, filters=[NOPUT])
+            ]
+            if len(older) == 2:
+                watches.append(hub.watch(older[1], start_revision=after, filters=[NOPUT]))
+            try:
+                deleted = await _next_deletion(watches, older, key, gone)
+            finally:
+                for watch in watches:
+                    watch.cancel()
             if deleted == older[0] and len(older) == 1:
                 return
 
@@ -317,26 +322,28 @@ async def _next_delete(w: Watch) -> None:
 
 
 async def _next_deletion(
-    w: Watch, older: list[bytes], key: bytes, gone: asyncio.Future[BaseException]
+    watches: list[Watch], older: list[bytes], key: bytes, gone: asyncio.Future[BaseException]
 ) -> bytes | None:
-    """The first of ``older`` to be deleted, or None if the watch was compacted.
+    """The first of ``older`` seen deleted, or None if a watch was compacted.
 
     Raises CandidateRemoved if our own key goes first (or in the same revision), or the
     reason in ``gone`` (session expired, client closed).
     """
-    waiter = asyncio.ensure_future(_deletions(w, older, key))
+    waiters = [asyncio.ensure_future(_deletions(w, older, key)) for w in watches]
     try:
-        waiting: set[asyncio.Future[Any]] = {waiter, gone}
+        waiting: set[asyncio.Future[Any]] = {*waiters, gone}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        waiter.cancel()
-    if waiter.done() and not waiter.cancelled():
-        try:
-            return waiter.result()
-        except Compacted:
-            return None
-        except ClosedError:
-            pass
+        for waiter in waiters:
+            waiter.cancel()
+    for waiter in waiters:
+        if waiter.done() and not waiter.cancelled():
+            try:
+                return waiter.result()
+            except Compacted:
+                return None
+            except ClosedError:
+                pass
     if gone.done():
         reason = gone.result()
         if isinstance(reason, ElectionError | ClosedError):

@@ -186,6 +186,9 @@ class Transport:
         self._failed_at: dict[str, float] = {}
         # When each member last answered anything: proof of life shared by all streams.
         self.heard: dict[str, float] = {}
+        # Until when a member is checked anyway by requests with a timeout of their own
+        # (a session's keepalives): the watch stream's probe is not needed before then.
+        self.covered: dict[str, float] = {}
         self._closed = False
         self.token: str | None = None
         self.credentials: tuple[str, str] | None = None

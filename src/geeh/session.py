@@ -62,11 +62,13 @@ class Lessor(ResumableStream[rpc.LeaseKeepAliveRequest, rpc.LeaseKeepAliveRespon
         )
         self._waiters: dict[int, collections.deque[asyncio.Future[int]]] = {}
 
-    async def keepalive(self, lease: int, timeout: float) -> int:
+    async def keepalive(self, lease: int, timeout: float, next_in: float = 0.0) -> int:
         """Send one keepalive for ``lease``; return the TTL etcd answered.
 
         Raises ConnectionError if the stream broke or no answer came within ``timeout``; in the
         latter case the member is reported as failed so the next attempt goes elsewhere.
+        ``next_in``: when the next keepalive will go; the member counts as checked until that
+        one's answer is due.
         """
         await self.wait_open()
         endpoint = self._transport.endpoint
@@ -74,7 +76,12 @@ class Lessor(ResumableStream[rpc.LeaseKeepAliveRequest, rpc.LeaseKeepAliveRespon
         self._waiters.setdefault(lease, collections.deque()).append(reply)
         self.send(rpc.LeaseKeepAliveRequest(ID=lease))
         try:
-            return await asyncio.wait_for(reply, timeout)
+            ttl = await asyncio.wait_for(reply, timeout)
+            covered = self._transport.covered
+            until = time.monotonic() + next_in + timeout
+            if until > covered.get(endpoint, 0.0):
+                covered[endpoint] = until
+            return ttl
         except TimeoutError:
             self._transport.fail(endpoint, f"no keepalive answer within {timeout:.1f}s")
             raise ConnectionError(f"no keepalive answer from {endpoint}") from None
@@ -204,7 +211,7 @@ class Session:
         while not self.expired.is_set():
             sent = time.monotonic()
             try:
-                ttl = await self._lessor.keepalive(self.lease, self.reply_timeout)
+                ttl = await self._lessor.keepalive(self.lease, self.reply_timeout, self.interval)
             except ClosedError:
                 return
             except ConnectionError as err:

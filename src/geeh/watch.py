@@ -144,7 +144,9 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         return len(self._watches)
 
     def opened(self) -> None:
-        for w in self._watches.values():
+        # Newest first: etcd confirms re-created watches one by one, and the newest are the
+        # ones a hand-off waits on (a waiting candidate's watch is renewed at each hand-off).
+        for w in reversed(self._watches.values()):
             self.send(_create(w))
 
     async def before_open(self) -> None:
@@ -186,8 +188,13 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
             if not self._watches:
                 await asyncio.sleep(PROBE_IDLE)  # nothing to lose on this member
                 continue
-            # Any answer from this member counts: a client keeping a session alive hears
-            # keepalive replies every TTL/3 and needs fewer probes, or none.
+            # A session's keepalives already check this member, with a timeout of their own:
+            # no probe while they cover it.
+            covered = self._transport.covered.get(endpoint, 0.0) - time.monotonic()
+            if covered > 0:
+                await asyncio.sleep(covered)
+                continue
+            # Any answer from this member counts as proof of life.
             idle = time.monotonic() - max(self.heard, self._transport.heard.get(endpoint, 0.0))
             if idle < PROBE_IDLE:
                 await asyncio.sleep(PROBE_IDLE - idle)
