@@ -68,9 +68,10 @@ def _instrument() -> None:
     lessor = session_mod.Lessor
     original_keepalive = lessor.keepalive
 
-    async def keepalive(self: Any, lease: int, timeout: float) -> int:
+    async def keepalive(self: Any, *args: Any, **kwargs: Any) -> int:
         _counts["keepalive"] += 1
-        return await original_keepalive(self, lease, timeout)
+        result: int = await original_keepalive(self, *args, **kwargs)
+        return result
 
     lessor.keepalive = keepalive  # type: ignore[method-assign]
 
