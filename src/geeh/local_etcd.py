@@ -217,39 +217,34 @@ def _probe_health(client_url: str, timeout: float) -> tuple[bool, str]:
     return healthy and status == 200, f"GET /health -> {status} {text[:200]}"
 
 
-def _probe_is_leader(client_url: str, timeout: float) -> bool | None:
-    """Read ``etcd_server_is_leader`` from /metrics; None if it cannot be read."""
+def _metric(client_url: str, name: str, timeout: float) -> list[float] | None:
+    """The samples of metric ``name`` (every label set) from /metrics; None if unreadable."""
     try:
         status, body = _http_get(client_url + "/metrics", timeout)
     except (OSError, ValueError):
         return None
     if status != 200:
         return None
+    samples: list[float] = []
     for line in body.decode("utf-8", "replace").splitlines():
-        if line.startswith("etcd_server_is_leader "):
+        if line.startswith((name + " ", name + "{")):
             try:
-                return float(line.split()[1]) == 1.0
+                samples.append(float(line.rsplit(None, 1)[1]))
             except (IndexError, ValueError):
                 return None
-    return None
+    return samples
+
+
+def _probe_is_leader(client_url: str, timeout: float) -> bool | None:
+    """Read ``etcd_server_is_leader`` from /metrics; None if it cannot be read."""
+    samples = _metric(client_url, "etcd_server_is_leader", timeout)
+    return samples[0] == 1.0 if samples else None
 
 
 def _probe_active_peers(client_url: str, timeout: float) -> int | None:
     """Sum of ``etcd_network_active_peers`` from /metrics; None if it cannot be read."""
-    try:
-        status, body = _http_get(client_url + "/metrics", timeout)
-    except (OSError, ValueError):
-        return None
-    if status != 200:
-        return None
-    total = 0.0
-    for line in body.decode("utf-8", "replace").splitlines():
-        if line.startswith("etcd_network_active_peers{"):
-            try:
-                total += float(line.rsplit(None, 1)[1])
-            except (IndexError, ValueError):
-                return None
-    return int(total)
+    samples = _metric(client_url, "etcd_network_active_peers", timeout)
+    return None if samples is None else int(sum(samples))
 
 
 def _tail(path: str, lines: int = 30, max_bytes: int = 16384) -> str:
