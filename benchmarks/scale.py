@@ -24,6 +24,9 @@ from typing import Any
 from .common import Config, Etcd, Proc, Series
 
 TTL = 60  # keeps 1000 sessions' keepalives at 50/s; a hand-off does not depend on the TTL
+# Counted after the win: what the hand-off set off among the candidates behind (their
+# read-ahead waits geeh.election.READ_AHEAD_DELAY) belongs to it.
+SETTLE = 0.25
 
 
 @dataclass
@@ -187,6 +190,7 @@ class Election:
         t0 = float(resigned.split()[2])
         self.leader_worker, t1, self.leader_key = await workers.next_win()
         result.latency.add(t1 - t0)
+        await asyncio.sleep(SETTLE)  # the candidates behind catch up (read-ahead): count it
         unary1, watch1, received1, paths1 = await workers.counts()
         result.received.append(received1 - received0)
         result.unary.append(unary1 - unary0)

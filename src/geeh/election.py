@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from .leader import Leader
 from .leadership import Leadership, owns
 from .observe import Observation
 from .session import Session, check_ttl
-from .watch import NOPUT, Compacted, Watch
+from .watch import NOPUT, Compacted, Inbox, Watch
 
 if TYPE_CHECKING:
     from .client import Client
@@ -39,6 +40,8 @@ log = logging.getLogger("geeh.election")
 DEFAULT_TTL = 10
 # etcd's default --max-request-bytes; a larger value would be refused by etcd anyway.
 MAX_VALUE_BYTES = 1536 * 1024
+# How long a waiting candidate lets a hand-off settle before its read-ahead (see _Line.watch).
+READ_AHEAD_DELAY = 0.05
 
 
 class Election:
@@ -214,24 +217,24 @@ class Campaign:
     ) -> None:
         """Wait until no key created before ours is left; fail if ours goes first.
 
-        Go reads again after each deletion of its predecessor; so does this, with two
-        changes that take the read off the hand-off's critical path:
-        - one watch spans our key and the predecessor's (the key range between them), so
-          their deletions arrive in revision order on one watcher. If the predecessor is the
-          only older key and goes while ours exists, we lead as of that revision, with no
-          read: older keys never appear again (create revisions only grow);
-        - the read also returns the key before the predecessor, watched on its own: when
-          it goes, the predecessor leads and we read again at once, off the critical path,
-          to find the predecessor the only older key, ready for the case above.
+        Go reads again after each deletion of its predecessor; so does this, with changes
+        that take the read off the hand-off's critical path (see :class:`_Line`):
+        - the read returns our key and up to two older ones, the predecessor and the key
+          before it, each watched from the read's revision on;
+        - if the predecessor is the only older key and goes while ours exists, we lead as of
+          that revision, with no read: older keys never appear again (create revisions only
+          grow). A watch spanning our key and the predecessor's (the key range between
+          them) delivers their deletions in revision order, so ours cannot go unseen first;
+        - when the key before the predecessor goes, the predecessor leads; we read again a
+          moment later (or never, if the read saw nothing older), ready for the case above.
         Our own key's deletion ends the campaign (CandidateRemoved), even in the same batch.
         """
-        transport = self.election._client._transport
-        hub = self.election._client._watches
+        client = self.election._client
         while True:
             if gone.done():
                 raise gone.result()
             session.check()
-            response = await transport.call(
+            response = await client._transport.call(
                 RANGE,
                 rpc.RangeRequest(
                     key=self.election.prefix,
@@ -251,21 +254,21 @@ class Campaign:
                 raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
             if len(kvs) == 1:
                 return
-            older = [kv.key for kv in kvs[1:]]
-            after = response.header.revision + 1
-            low, high = sorted((key, older[0]))
-            watches = [
-                hub.watch(low, range_end=high + b"\x00", start_revision=after, filters=[NOPUT])
-            ]
-            if len(older) == 2:
-                watches.append(hub.watch(older[1], start_revision=after, filters=[NOPUT]))
-            try:
-                deleted = await _next_deletion(watches, older, key, gone)
-            finally:
-                for watch in watches:
-                    watch.cancel()
-            if deleted == older[0] and len(older) == 1:
+            with _Line(client, key, [kv.key for kv in kvs[1:]], not response.more) as line:
+                outcome = await line.watch(response.header.revision + 1, gone)
+            if outcome is _Outcome.LEAD:
                 return
+            if outcome is _Outcome.CONFIRM:
+                if await self._still_ours(key, token):
+                    return
+                raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
+
+    async def _still_ours(self, key: bytes, token: int) -> bool:
+        """Whether our key exists (then it has existed all along: same create revision)."""
+        response = await self.election._client._transport.call(
+            RANGE, rpc.RangeRequest(key=key, keys_only=True), what="campaign"
+        )
+        return bool(response.kvs) and response.kvs[0].create_revision == token
 
     async def _watch_own_key(
         self, key: bytes, token: int, revision: int, gone: asyncio.Future[BaseException]
@@ -321,43 +324,107 @@ async def _next_delete(w: Watch) -> None:
             return
 
 
-async def _next_deletion(
-    watches: list[Watch], older: list[bytes], key: bytes, gone: asyncio.Future[BaseException]
-) -> bytes | None:
-    """The first of ``older`` seen deleted, or None if a watch was compacted.
+class _Outcome(enum.Enum):
+    LEAD = "no older key is left, and ours is in place"
+    CONFIRM = "no older key is left; check ours is in place"
+    READ = "read again: the line ahead changed or a watch broke off"
 
-    Raises CandidateRemoved if our own key goes first (or in the same revision), or the
-    reason in ``gone`` (session expired, client closed).
+
+class _Line:
+    """The keys just ahead of ours in line (newest first), and the watches on them.
+
+    Key order is lease-ID order, not join order (leases from different members, or granted
+    concurrently), so the key range between ours and the predecessor's may hold other
+    candidates' keys, whose deletions would reach us too: a herd in a large election. On the
+    first such deletion the line becomes ``shared``: it watches the predecessor alone and, when
+    it goes, asks for our own key to be confirmed (one O(1) read) instead of the ordered
+    watch's guarantee.
     """
-    waiters = [asyncio.ensure_future(_deletions(w, older, key)) for w in watches]
-    try:
-        waiting: set[asyncio.Future[Any]] = {*waiters, gone}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    for waiter in waiters:
-        if waiter.done() and not waiter.cancelled():
-            try:
-                return waiter.result()
-            except Compacted:
-                return None
-            except ClosedError:
-                pass
-    if gone.done():
-        reason = gone.result()
-        if isinstance(reason, ElectionError | ClosedError):
-            raise reason
-        raise ClosedError(str(reason))
-    raise ClosedError("the client is closed")
+
+    def __init__(self, client: Client, key: bytes, older: list[bytes], complete: bool) -> None:
+        self._hub = client._watches
+        self.key = key
+        self.older = older
+        self.complete = complete  # nothing was older than older[-1] at the read
+        self.shared = False
+        self._inbox: Inbox = asyncio.Queue()
+        self._watches: dict[bytes, Watch] = {}
+        self._ordered: Watch | None = None  # the watch spanning our key and the predecessor's
+
+    def _watch_predecessor(self, revision: int) -> None:
+        predecessor = self.older[0]
+        if self.shared:
+            self._ordered = None
+            self._watch(predecessor, b"", revision)
+        else:
+            low, high = sorted((self.key, predecessor))
+            self._ordered = self._watch(low, high + b"\x00", revision)
+
+    def _watch(self, key: bytes, range_end: bytes, revision: int) -> Watch:
+        w = self._watches[key] = self._hub.watch(
+            key, range_end=range_end, start_revision=revision, filters=[NOPUT], queue=self._inbox
+        )
+        return w
+
+    async def watch(self, revision: int, gone: asyncio.Future[BaseException]) -> _Outcome:
+        """Follow deletions ahead of us from ``revision`` until the outcome is known."""
+        self._watch_predecessor(revision)
+        if len(self.older) == 2:
+            self._watch(self.older[1], b"", revision)
+
+        def woken(reason: asyncio.Future[BaseException]) -> None:
+            self._inbox.put_nowait((None, reason.result()))  # type: ignore[arg-type]
+
+        gone.add_done_callback(woken)
+        read_at: float | None = None
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(read_at):
+                        w, item = await self._inbox.get()
+                except TimeoutError:
+                    return _Outcome.READ
+                if w is not None and self._watches.get(w.key) is not w:
+                    continue  # cancelled already
+                if isinstance(item, Compacted):
+                    return _Outcome.READ
+                if isinstance(item, BaseException):
+                    raise _reason(gone, item)
+                deleted = {e.kv.key for e in item.events if e.type == e.DELETE}
+                if self.key in deleted:
+                    raise CandidateRemoved(
+                        f"candidate key {show(self.key)} was deleted while waiting"
+                    )
+                ordered = w is self._ordered
+                if ordered and deleted - {*self.older, self.key}:
+                    self.shared = True  # see the class doc
+                    self._watches.pop(w.key).cancel()
+                    self._watch_predecessor(w.next_revision)
+                if len(self.older) == 2 and self.older[1] in deleted:
+                    self._watches.pop(self.older.pop()).cancel()
+                    if not self.complete:
+                        # Why later: this deletion is usually the old leader's, and our read
+                        # (etcd sorts the whole election for it) would compete with the
+                        # successor's takeover. Nothing needs it before the next hand-off.
+                        read_at = asyncio.get_running_loop().time() + READ_AHEAD_DELAY
+                if self.older[0] in deleted:
+                    if len(self.older) == 2 or not self.complete:
+                        return _Outcome.READ
+                    return _Outcome.LEAD if ordered else _Outcome.CONFIRM
+        finally:
+            gone.remove_done_callback(woken)
+
+    def __enter__(self) -> _Line:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for w in self._watches.values():
+            w.cancel()
+        self._watches.clear()
 
 
-async def _deletions(w: Watch, older: list[bytes], key: bytes) -> bytes:
-    while True:
-        batch = await w.next()
-        deleted = {e.kv.key for e in batch.events if e.type == e.DELETE}
-        if key in deleted:
-            raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
-        for candidate in older:
-            if candidate in deleted:
-                return candidate
+def _reason(gone: asyncio.Future[BaseException], item: BaseException) -> BaseException:
+    reason = gone.result() if gone.done() else item
+    if isinstance(reason, ElectionError | ClosedError):
+        return reason
+    return ClosedError(str(reason))

@@ -51,6 +51,11 @@ class Batch:
     events: Sequence[kv.Event]
 
 
+# Where a watch delivers: (the watch, a batch or the exception that ended it). Several watches
+# may share one, so that a consumer waits on all of them at once, in arrival order.
+Inbox = asyncio.Queue[tuple["Watch", "Batch | BaseException"]]
+
+
 class Watch:
     """One logical watch. Iterate it for batches; ``cancel()`` (or the hub's close) ends it."""
 
@@ -61,6 +66,7 @@ class Watch:
         range_end: bytes,
         start_revision: int,
         filters: Sequence[rpc.WatchCreateRequest.FilterType],
+        queue: Inbox | None,
     ) -> None:
         self._hub = hub
         self.key = key
@@ -68,20 +74,24 @@ class Watch:
         self.next_revision = start_revision
         self.filters = tuple(filters)
         self.watch_id = 0
-        self._queue: asyncio.Queue[Batch | BaseException] = asyncio.Queue()
+        self._queue: Inbox = asyncio.Queue() if queue is None else queue
         self._ended = False
 
     def _deliver(self, item: Batch | BaseException) -> None:
         if not self._ended:
             if isinstance(item, BaseException):
                 self._ended = True
-            self._queue.put_nowait(item)
+            self._queue.put_nowait((self, item))
 
     async def next(self) -> Batch:
-        """The next batch of events; raises Compacted or ClosedError when the watch ends."""
-        item = await self._queue.get()
+        """The next batch of events; raises Compacted or ClosedError when the watch ends.
+
+        Not for a watch made with a shared ``queue``: read the queue instead.
+        """
+        entry = await self._queue.get()
+        item = entry[1]
         if isinstance(item, BaseException):
-            self._queue.put_nowait(item)  # stays ended for any later call
+            self._queue.put_nowait(entry)  # stays ended for any later call
             raise item
         return item
 
@@ -122,14 +132,16 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         range_end: bytes = b"",
         start_revision: int,
         filters: Sequence[rpc.WatchCreateRequest.FilterType] = (),
+        queue: Inbox | None = None,
     ) -> Watch:
         """Start watching ``key`` (to ``range_end``) from ``start_revision``.
 
         Returns at once: events from ``start_revision`` on are delivered however long the
-        server takes to confirm the watch.
+        server takes to confirm the watch. With ``queue``, they go there, tagged with the
+        watch, instead of to :meth:`Watch.next`.
         """
         self.start()
-        w = Watch(self, key, range_end, start_revision, filters)
+        w = Watch(self, key, range_end, start_revision, filters, queue)
         w.watch_id = next(self._ids)
         self._watches[w.watch_id] = w
         self.send(_create(w))
