@@ -7,12 +7,15 @@ import contextlib
 import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +70,7 @@ class Series:
     label: str
     samples: list[float] = field(default_factory=list)
     failures: int = 0
+    requests: list[Counter[str]] = field(default_factory=list)  # etcd's count, per sample
 
     def add(self, value: float) -> None:
         self.samples.append(value)
@@ -314,12 +318,14 @@ class Etcd:
         response = await self.transport.call(RANGE, rpc.RangeRequest(key=b"\0", count_only=True))
         return int(response.header.revision)
 
-    async def wait_count(self, name: str, n: int, timeout: float = 30.0) -> None:
+    async def wait_count(
+        self, name: str, n: int, timeout: float = 30.0, poll: float = 0.01
+    ) -> None:
         deadline = time.monotonic() + timeout
         while await self.count(name) != n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"election {name}: never reached {n} keys")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(poll)
 
     async def put(self, key: bytes, value: bytes = b"x") -> int:
         response = await self.transport.call(PUT, rpc.PutRequest(key=key, value=value))
@@ -331,6 +337,34 @@ class Etcd:
     async def clear(self, name: str) -> None:
         prefix = election_prefix(name)
         await self.delete(prefix, prefix_end(prefix))
+
+
+# -- etcd's own request counters ----------------------------------------------------------------
+
+_METRIC = re.compile(
+    r'^grpc_server_msg_received_total\{grpc_method="(\w+)",grpc_service="([\w.]+)",'
+    r'grpc_type="(\w+)"\} (\S+)$'
+)
+
+
+def scrape(url: str, *, unary_only: bool = False) -> dict[str, float]:
+    """Messages etcd received (``Service.Method`` -> count), from ``url``/metrics."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    text = opener.open(url + "/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _METRIC.match(line)
+        if m and float(m.group(4)) and (m.group(3) == "unary" or not unary_only):
+            out[f"{m.group(2).rsplit('.', 1)[-1]}.{m.group(1)}"] = float(m.group(4))
+    return out
+
+
+def unary_requests(urls: Sequence[str]) -> Counter[str]:
+    """Unary requests all members have received so far, by method."""
+    total: Counter[str] = Counter()
+    for url in urls:
+        total.update(scrape(url, unary_only=True))
+    return total
 
 
 # -- the machine -------------------------------------------------------------------------------

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
-import urllib.request
 from dataclasses import dataclass, field
 
 import psutil
@@ -23,13 +21,19 @@ from geeh.election import DEFAULT_TTL
 from geeh.local_etcd import LocalEtcdCluster
 from geeh.watch import PROBE_IDLE
 
-from .common import ETCDCTL, GEEH, Config, Etcd, Proc, elect_argv, is_key_of, listen_argv
+from .common import (
+    ETCDCTL,
+    GEEH,
+    Config,
+    Etcd,
+    Proc,
+    elect_argv,
+    is_key_of,
+    listen_argv,
+    scrape,
+)
 
 NAME = "bench-cost"
-_METRIC = re.compile(
-    r'^grpc_server_msg_received_total\{grpc_method="(\w+)",grpc_service="([\w.]+)",'
-    r'grpc_type="(\w+)"\} (\S+)$'
-)
 
 
 @dataclass
@@ -57,17 +61,6 @@ class Role:
     @property
     def cpu_per_minute(self) -> float:
         return self.cpu * 60 / self.seconds if self.seconds else float("nan")
-
-
-def _scrape(url: str) -> dict[str, float]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    text = opener.open(url + "/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _METRIC.match(line)
-        if m and float(m.group(4)):
-            out[f"{m.group(2).rsplit('.', 1)[-1]}.{m.group(1)}"] = float(m.group(4))
-    return out
 
 
 # The longest TTL whose keepalive interval (TTL/3) is shorter than the watch probe's idle
@@ -117,11 +110,11 @@ async def run(cfg: Config) -> list[Role]:
             procs.append(await _prepare(role, cluster))
         await asyncio.sleep(2.0)  # past start-up work (first keepalive, watch creation)
         ps = [psutil.Process(p.pid) for p in procs]
-        before = [_scrape(c.client_urls[0]) for c in clusters]
+        before = [scrape(c.client_urls[0]) for c in clusters]
         cpu0 = [sum(p.cpu_times()[:2]) for p in ps]
         t0 = time.monotonic()
         await asyncio.sleep(seconds)
-        after = [_scrape(c.client_urls[0]) for c in clusters]
+        after = [scrape(c.client_urls[0]) for c in clusters]
         cpu1 = [sum(p.cpu_times()[:2]) for p in ps]
         elapsed = time.monotonic() - t0
         for i, role in enumerate(roles):

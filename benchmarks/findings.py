@@ -288,7 +288,6 @@ def _serializable_finding() -> list[str]:
 
 
 def _event_path_finding(data: dict[str, Any]) -> list[str]:
-    from geeh import election as election_mod
     from geeh import failover, watch
 
     floors = []
@@ -316,17 +315,12 @@ def _event_path_finding(data: dict[str, Any]) -> list[str]:
         )
     else:
         steps.append("`ResumableStream._read` (`src/geeh/failover.py`)")
-    steps.append("`WatchHub.received` -> `Watch._deliver`")
-    if _source_has(watch.Watch.__init__, "asyncio.Queue"):
-        steps[-1] += " (an `asyncio.Queue.put_nowait` per watch)"
-    if _source_has(election_mod._next_deletion, "ensure_future(_deletions"):
-        steps.append(
-            "`Watch.next()` in a separate task (`_deletions`, started by `_next_deletion` in "
-            "`src/geeh/election.py` for each wait, with an `asyncio.wait` on it and the "
-            "campaign's `gone` future)"
-        )
-    else:
-        steps.append("`Watch.next()` in the waiting campaign")
+    steps.append(
+        "`WatchHub.received` -> `Watch._deliver`, one `put_nowait` into the waiting line's "
+        "inbox (`_Line`, `src/geeh/election.py`), which all its watches and the campaign's "
+        "`gone` future share"
+    )
+    steps.append("`_Line.watch` in the campaign's own task, awaiting that inbox")
     L = [
         "**#. The per-event cost of Python's gRPC aio stream.** The bare floor, one Delete "
         "commit plus one watch event delivered (section 1b): " + "; ".join(floors) + ". "
@@ -336,12 +330,6 @@ def _event_path_finding(data: dict[str, Any]) -> list[str]:
         "response.)",
     ]
     proposals = []
-    if _source_has(election_mod._next_deletion, "ensure_future(_deletions"):
-        proposals.append(
-            "in `_next_deletion()`, wait on the watch directly with a done-callback on `gone` "
-            "that cancels the wait, instead of a `_deletions` task plus `asyncio.wait` (one "
-            "task and one loop iteration fewer per wait)"
-        )
     if _source_has(watch.Watch.__init__, "asyncio.Queue"):
         proposals.append(
             "in `Watch` (`src/geeh/watch.py`), replace the per-watch `asyncio.Queue` by a "

@@ -14,12 +14,23 @@ import asyncio
 import itertools
 import signal
 import time
+from collections import Counter
 from typing import Any
 
 import geeh
 from geeh.local_etcd import find_etcdctl
 
-from .common import ETCDCTL, GEEH, Config, Etcd, Proc, Series, elect_argv, is_key_of
+from .common import (
+    ETCDCTL,
+    GEEH,
+    Config,
+    Etcd,
+    Proc,
+    Series,
+    elect_argv,
+    is_key_of,
+    unary_requests,
+)
 
 SETTLE = 0.4  # after the successor's key exists: let it finish setting up its watch
 
@@ -54,17 +65,28 @@ class Chain:
         await self.etcd.wait_count(self.name, 2)
         await asyncio.sleep(SETTLE)
 
-    async def trial(self) -> float:
+    async def trial(self) -> tuple[float, Counter[str]]:
+        """The hand-off's latency, and the unary requests etcd received for it.
+
+        Counted from just before the SIGINT until the old leader has exited (its resign and
+        exit included) and the successor has printed; nothing else sends unary requests
+        meanwhile: the other chain is idle, and the driver waits.
+        """
         assert self.leader is not None and self.successor is not None
+        urls = [f"http://{e}" for e in self.endpoints]
+        before = await asyncio.to_thread(unary_requests, urls)
         t0 = time.monotonic()
         self.leader.signal(signal.SIGINT)
         t1, _, _ = await self.successor.wait_line(is_key_of(self.name), timeout=30)
         old, self.leader = self.leader, self.successor
         await old.wait_exit(10)
         old.kill()
+        await asyncio.sleep(SETTLE)
+        requests = await asyncio.to_thread(unary_requests, urls)
+        requests.subtract(before)
         await self.etcd.wait_count(self.name, 1)
         await self._add_successor()
-        return t1 - t0
+        return t1 - t0, +requests
 
     async def close(self) -> None:
         for p in (self.successor, self.leader):
@@ -84,7 +106,9 @@ async def process_level(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[s
             order = [ETCDCTL, GEEH] if k % 2 == 0 else [GEEH, ETCDCTL]
             for impl in order:
                 try:
-                    series[impl].add(await chains[impl].trial())
+                    latency, requests = await chains[impl].trial()
+                    series[impl].add(latency)
+                    series[impl].requests.append(requests)
                 except (TimeoutError, RuntimeError) as err:
                     print(f"    {impl} trial failed: {err}")
                     series[impl].failures += 1

@@ -161,6 +161,7 @@ class Election:
             ", one member per process" if rotate else ""
         )
         self.workers = Workers(endpoints, self.name, processes, rotate=rotate)
+        self.spread = rotate
         self.leader_worker = 0
         self.leader_key = b""
 
@@ -173,8 +174,15 @@ class Election:
         self.leader_worker, _, self.leader_key = await workers.next_win()
         rss1 = [int((await workers.ask(p, "mem", b"mem "))[0]) for p in workers.procs]
         t_setup = time.monotonic()
-        workers.add(self.waiting)
-        await self.etcd.wait_count(self.name, self.waiting + 1, timeout=300)
+        if self.spread:
+            # One at a time, round-robin: replicas starting one after another, each on its
+            # own member, so that key (lease-ID) order differs from join order throughout.
+            for n in range(2, self.waiting + 2):
+                workers.add(1)
+                await self.etcd.wait_count(self.name, n, timeout=30, poll=0.002)
+        else:
+            workers.add(self.waiting)
+            await self.etcd.wait_count(self.name, self.waiting + 1, timeout=300)
         self.result.setup_seconds = time.monotonic() - t_setup
         await asyncio.sleep(0.5 + self.waiting / 1000)
         if self.processes == 1:

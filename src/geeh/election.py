@@ -254,20 +254,32 @@ class Campaign:
                 raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
             if len(kvs) == 1:
                 return
-            with _Line(client, key, [kv.key for kv in kvs[1:]], not response.more) as line:
+            older = [kv.key for kv in kvs[1:]]
+            with _Line(client, key, older, complete=not response.more) as line:
                 outcome = await line.watch(response.header.revision + 1, gone)
             if outcome is _Outcome.LEAD:
                 return
             if outcome is _Outcome.CONFIRM:
-                if await self._still_ours(key, token):
+                if await self._still_ours(key, token, line.revision):
                     return
                 raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
 
-    async def _still_ours(self, key: bytes, token: int) -> bool:
-        """Whether our key exists (then it has existed all along: same create revision)."""
-        response = await self.election._client._transport.call(
-            RANGE, rpc.RangeRequest(key=key, keys_only=True), what="campaign"
-        )
+    async def _still_ours(self, key: bytes, token: int, revision: int) -> bool:
+        """Whether our key existed at ``revision`` (and so all along: same create revision).
+
+        A serializable read is enough, and saves a round of consensus, when it answers from a
+        state at or after ``revision``: the member we watch sent that revision's event only
+        once it had applied it. After a failover to a member behind, read linearizably.
+        """
+        transport = self.election._client._transport
+        for serializable in (True, False):
+            response = await transport.call(
+                RANGE,
+                rpc.RangeRequest(key=key, keys_only=True, serializable=serializable),
+                what="campaign",
+            )
+            if response.header.revision >= revision:
+                break
         return bool(response.kvs) and response.kvs[0].create_revision == token
 
     async def _watch_own_key(
@@ -333,32 +345,34 @@ class _Outcome(enum.Enum):
 class _Line:
     """The keys just ahead of ours in line (newest first), and the watches on them.
 
-    Key order is lease-ID order, not join order (leases from different members, or granted
-    concurrently), so the key range between ours and the predecessor's may hold other
-    candidates' keys, whose deletions would reach us too: a herd in a large election. On the
-    first such deletion the line becomes ``shared``: it watches the predecessor alone and, when
-    it goes, asks for our own key to be confirmed (one O(1) read) instead of the ordered
-    watch's guarantee.
+    Only a line that is ``complete`` (nothing older than ``older[-1]`` at the read) can end in
+    a win; the others end in a read. A complete line watches the key range spanning our key
+    and the predecessor's, for the ordered win with no read. But key order is lease-ID order,
+    not join order (leases from different members, or granted concurrently), so the range may
+    hold other candidates' keys, whose deletions would reach us too: a herd in a large
+    election. Lines far back therefore watch the predecessor's key alone, and so does a
+    complete line after the first deletion of another key in its range; if the predecessor
+    then goes, our own key is confirmed by a read instead of by the order of events.
     """
 
-    def __init__(self, client: Client, key: bytes, older: list[bytes], complete: bool) -> None:
+    def __init__(self, client: Client, key: bytes, older: list[bytes], *, complete: bool) -> None:
         self._hub = client._watches
         self.key = key
         self.older = older
-        self.complete = complete  # nothing was older than older[-1] at the read
-        self.shared = False
+        self.complete = complete
         self._inbox: Inbox = asyncio.Queue()
         self._watches: dict[bytes, Watch] = {}
         self._ordered: Watch | None = None  # the watch spanning our key and the predecessor's
+        self.revision = 0  # of the deletion that decided the outcome
 
-    def _watch_predecessor(self, revision: int) -> None:
+    def _watch_predecessor(self, revision: int, *, ordered: bool) -> None:
         predecessor = self.older[0]
-        if self.shared:
-            self._ordered = None
-            self._watch(predecessor, b"", revision)
-        else:
+        if ordered:
             low, high = sorted((self.key, predecessor))
             self._ordered = self._watch(low, high + b"\x00", revision)
+        else:
+            self._ordered = None
+            self._watch(predecessor, b"", revision)
 
     def _watch(self, key: bytes, range_end: bytes, revision: int) -> Watch:
         w = self._watches[key] = self._hub.watch(
@@ -368,7 +382,7 @@ class _Line:
 
     async def watch(self, revision: int, gone: asyncio.Future[BaseException]) -> _Outcome:
         """Follow deletions ahead of us from ``revision`` until the outcome is known."""
-        self._watch_predecessor(revision)
+        self._watch_predecessor(revision, ordered=self.complete)
         if len(self.older) == 2:
             self._watch(self.older[1], b"", revision)
 
@@ -397,9 +411,8 @@ class _Line:
                     )
                 ordered = w is self._ordered
                 if ordered and deleted - {*self.older, self.key}:
-                    self.shared = True  # see the class doc
-                    self._watches.pop(w.key).cancel()
-                    self._watch_predecessor(w.next_revision)
+                    self._watches.pop(w.key).cancel()  # crowded: see the class doc
+                    self._watch_predecessor(w.next_revision, ordered=False)
                 if len(self.older) == 2 and self.older[1] in deleted:
                     self._watches.pop(self.older.pop()).cancel()
                     if not self.complete:
@@ -408,6 +421,7 @@ class _Line:
                         # successor's takeover. Nothing needs it before the next hand-off.
                         read_at = asyncio.get_running_loop().time() + READ_AHEAD_DELAY
                 if self.older[0] in deleted:
+                    self.revision = item.events[-1].kv.mod_revision
                     if len(self.older) == 2 or not self.complete:
                         return _Outcome.READ
                     return _Outcome.LEAD if ordered else _Outcome.CONFIRM

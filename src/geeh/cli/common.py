@@ -214,8 +214,8 @@ class Interrupted(Exception):
 class Signals:
     """SIGINT and SIGTERM, delivered to asyncio code instead of killing the process.
 
-    ``first`` is the first signal received (or None); ``stopped`` fires with it; ``next()``
-    returns each signal in turn (for forwarding them to a child).
+    ``first`` is the first signal received (or None); callbacks added with ``add_callback``
+    run at it; ``next()`` returns each signal in turn (for forwarding them to a child).
     """
 
     HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -223,7 +223,7 @@ class Signals:
     def __init__(self) -> None:
         self.first: int | None = None
         self._queue: asyncio.Queue[int] = asyncio.Queue()
-        self._stopped = asyncio.Event()
+        self._callbacks: list[Callable[[], object]] = []
         self._loop = asyncio.get_running_loop()
         for signum in self.HANDLED:
             self._loop.add_signal_handler(signum, self._received, signum)
@@ -231,13 +231,24 @@ class Signals:
     def _received(self, signum: int) -> None:
         if self.first is None:
             self.first = signum
+            for callback in self._callbacks:
+                callback()
         self._queue.put_nowait(signum)
-        self._stopped.set()
 
-    async def stopped(self) -> int:
-        await self._stopped.wait()
-        assert self.first is not None
-        return self.first
+    def add_callback(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` at the first stop signal (at once if it came already).
+
+        Called in the signal handler's own loop turn: a resign starts with no task wake-up
+        in between.
+        """
+        if self.first is not None:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def remove_callback(self, callback: Callable[[], object]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
 
     async def next(self) -> int:
         return await self._queue.get()
@@ -254,21 +265,27 @@ async def unless_stopped(aw: Awaitable[T], signals: Signals) -> T:
         if asyncio.iscoroutine(aw):
             aw.close()
         raise Interrupted(signals.first)
-    task = asyncio.ensure_future(aw)
-    stop = asyncio.ensure_future(signals.stopped())
+    # Awaited in this task, not a task of its own: its result (a won campaign, say) reaches
+    # us with no extra loop turn. A stop signal cancels this task; ``aw`` cleans up (e.g. a
+    # campaign withdraws its key) as the cancellation passes through it.
+    current = asyncio.current_task()
+    assert current is not None
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        current.cancel()
+
+    signals.add_callback(stop)
     try:
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        return await aw
+    except asyncio.CancelledError:
+        if stopped and current.uncancel() == 0 and signals.first is not None:
+            raise Interrupted(signals.first) from None
+        raise
     finally:
-        stop.cancel()
-        if not task.done():
-            task.cancel()
-            # The task cleans up (e.g. a campaign withdraws its key) before it ends.
-            with contextlib.suppress(asyncio.CancelledError, GeehError):
-                await task
-    if task.cancelled():
-        assert signals.first is not None
-        raise Interrupted(signals.first)
-    return task.result()
+        signals.remove_callback(stop)
 
 
 @contextlib.asynccontextmanager

@@ -172,13 +172,19 @@ def announce(leadership: Leadership) -> None:
 
 async def hold(prog: str, leadership: Leadership, signals: Signals) -> int:
     """Lead until a stop signal (resign, 0) or loss (one line on stderr, 3)."""
-    lost = asyncio.ensure_future(leadership.lost.wait())
-    stop = asyncio.ensure_future(signals.stopped())
+    ended = asyncio.get_running_loop().create_future()
+
+    def end(_: object = None) -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    leadership.lost.add_callback(end)
+    signals.add_callback(end)
     try:
-        await asyncio.wait({lost, stop}, return_when=asyncio.FIRST_COMPLETED)
+        await ended
     finally:
-        lost.cancel()
-        stop.cancel()
+        leadership.lost.remove_callback(end)
+        signals.remove_callback(end)
     if leadership.lost.is_set():
         reason = leadership.lost.reason
         if reason is not None:
@@ -194,7 +200,8 @@ async def hold(prog: str, leadership: Leadership, signals: Signals) -> int:
 
 async def resign(prog: str, leadership: Leadership) -> None:
     try:
-        await asyncio.wait_for(leadership.resign(), CLOSE_TIMEOUT)
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await leadership.resign()
     except Exception as err:
         error(
             prog,
