@@ -8,8 +8,11 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from geeh.election import READ_AHEAD_DELAY
+
 from . import findings
 from .common import ETCDCTL, GEEH, RESULTS, Series, ms, ratio
+from .scale import SETTLE as SCALE_SETTLE
 
 COLORS = {ETCDCTL: "#1f77b4", GEEH: "#d62728"}
 
@@ -246,6 +249,15 @@ def headline(data: dict[str, Any]) -> list[str]:
                 f"{r:.2f} | <= 1.0 | {_met(r <= 1.0)} |"
             )
     for cluster in ("1-member", "3-member"):
+        h = data.get(f"handoff-process-{cluster}")
+        if h and h[GEEH].requests and h[ETCDCTL].requests:
+            ours, theirs = requests_per_trial(h[GEEH]), requests_per_trial(h[ETCDCTL])
+            L.append(
+                f"| etcd requests per graceful hand-off (1 waiting), {cluster} etcd, etcd's "
+                f"counters | {ours:.2f} | {theirs:.2f} (`etcdctl elect`) | "
+                f"{ratio(ours, theirs)} | (report) | |"
+            )
+    for cluster in ("1-member", "3-member"):
         h = data.get(f"handoff-inproc-{cluster}")
         if h:
             L.append(
@@ -302,6 +314,17 @@ def headline(data: dict[str, Any]) -> list[str]:
     ]
     L += headline_scale(data)
     return L
+
+
+def requests_per_trial(s: Series) -> float:
+    """Mean unary requests etcd counted per trial."""
+    return statistics.mean(sum(c.values()) for c in s.requests) if s.requests else math.nan
+
+
+def requests_by_method(s: Series) -> str:
+    methods = sorted({m for c in s.requests for m in c})
+    parts = [f"{m} {statistics.mean(c.get(m, 0) for c in s.requests):.2f}" for m in methods]
+    return ", ".join(parts) or "none"
 
 
 def headline_scale(data: dict[str, Any]) -> list[str]:
@@ -368,11 +391,13 @@ def method(data: dict[str, Any]) -> list[str]:
         "the successor is always the same kind of process as the leader. Before each trial "
         "the successor's key must exist in etcd, then the driver waits a settle time (0.4 s "
         "for processes, 50 ms in-process) so its watch is in place.",
-        "- **etcd requests**: `Transport.request_count` (unary attempts and streams opened) "
-        "plus the watch create/cancel messages counted by wrapping `WatchHub.watch/_remove` "
-        "in the worker process (the library is not changed); for the idle cost, etcd's own "
-        "`grpc_server_msg_received_total` counters, one etcd per measured process, which "
-        "also count keepalives and watch progress requests, for etcdctl alike.",
+        "- **etcd requests**: in the scale workers, `Transport.request_count` (unary attempts "
+        "and streams opened) plus the watch create/cancel messages counted by wrapping "
+        "`WatchHub.watch/_remove` in the worker process (the library is not changed); for "
+        "the process hand-off, etcd's own `grpc_server_msg_received_total` counters of unary "
+        "methods, summed over the members, for etcdctl alike; for the idle cost, the same "
+        "counters, one etcd per measured process, which also count keepalives and watch "
+        "progress requests.",
         "- Benchmarks are not tests: nothing here asserts on timing.",
         "",
     ]
@@ -398,6 +423,15 @@ def section_handoff(data: dict[str, Any]) -> list[str]:
         L += [f"{cluster} etcd:", ""]
         rows = [("`etcdctl elect` (reference)", h[ETCDCTL]), ("`geeh elect`", h[GEEH])]
         L += [*comparison(rows, h[ETCDCTL]), ""]
+        if h[GEEH].requests and h[ETCDCTL].requests:
+            L += [
+                "Unary requests etcd received per hand-off (its own counters, all members, "
+                "from the SIGINT until the old leader has exited and the successor printed): "
+                f"`etcdctl elect` {requests_per_trial(h[ETCDCTL]):.2f} "
+                f"({requests_by_method(h[ETCDCTL])}); `geeh elect` "
+                f"{requests_per_trial(h[GEEH]):.2f} ({requests_by_method(h[GEEH])}).",
+                "",
+            ]
         panels.append((f"Hand-off, processes, {cluster} etcd", rows))
     L += [
         "**(b) In-process.** Two Clients in one event loop: `await leadership.resign()` until "
@@ -497,13 +531,16 @@ def section_scale(data: dict[str, Any]) -> list[str]:
         "session (TTL 60 s), in one worker process or round-robin over four. Each hand-off: "
         "the leader resigns, the next candidate wins, one candidate joins at the tail (queue "
         "length stays N). Requests per hand-off: counter deltas over all workers from just "
-        "before the resign to just after the win (the resign's LeaseRevoke, the read of the "
-        "candidate third in line, which the old leader's deletion triggers while the "
-        "successor takes over, watch creates and cancels); the tail refill is not counted. "
-        "Watch responses: WatchResponse messages all workers received in that window (each "
-        "wakes a watcher). On the 3-member cluster each worker starts on a different member, "
-        "so leases (and candidate keys, which are lease IDs in hex) carry different member "
-        "prefixes, as with candidates spread over a cluster.",
+        f"before the resign to {SCALE_SETTLE:g} s after the win (the resign's LeaseRevoke; "
+        "the read-ahead of the new second in line, which reads "
+        f"{READ_AHEAD_DELAY * 1000:.0f} ms after the deletion to learn that the new leader is "
+        "the only key ahead of it; watch creates and cancels); the tail refill is not "
+        "counted. Watch responses: WatchResponse messages all workers received in that window "
+        "(each wakes a watcher). On the 3-member cluster each worker starts on a different "
+        "member, so leases (and candidate keys, which are lease IDs in hex) carry different "
+        "member prefixes, and the candidates join one at a time, round-robin over the "
+        "workers, as replicas spread over a cluster and started one after another would: "
+        "nearly every candidate's neighbour in the line is then far from it in key order.",
         "",
         "| etcd | waiting | processes | hand-offs | median ms | p90 ms | p99 ms "
         "| vs 1 waiting (median) | unary requests / hand-off | watch create+cancel / hand-off "

@@ -6,7 +6,7 @@ of its own, and their hand-offs alternate (a rotation), so drift hits every size
 Each hand-off: the leader resigns (its worker stamps T0), the next
 candidate's campaign returns (its worker stamps T1); then one candidate is added at the tail, so
 the queue length stays N. etcd requests per hand-off are the workers' counter deltas between
-just before the resign and just after the win (the tail refill is not counted). Memory per
+just before the resign and SETTLE seconds after the win (the tail refill is not counted). Memory per
 waiting candidate: the one-process worker's RSS growth from 0 to N waiting candidates, divided
 by N; and, in a separate run under tracemalloc, the Python heap growth per candidate.
 """
