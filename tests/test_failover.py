@@ -672,7 +672,57 @@ async def test_put_is_not_retried_after_a_lost_response(
             assert requests.since(0, path=RANGE.path) == 2
 
 
-# -- 7. keepalive policy: a long idle period ------------------------------------------------
+# -- 7. a queue spread over the members -----------------------------------------------------
+
+
+async def test_a_queue_spread_over_members_hands_off_in_order_without_a_herd(
+    cluster: LocalEtcdCluster, name: str
+) -> None:
+    """Candidates join one at a time through clients on different members, so their keys
+    (lease IDs, which carry the granting member's ID) sort in another order than the line.
+    Some leave from the back; the rest must win in join order, and a hand-off must reach a
+    few watchers, not every candidate whose key range happens to span the old leader's."""
+    n = 30
+    async with clients(*(ordered(cluster, i) for i in range(cluster.size))) as members:
+        heard = [0]
+
+        def count(hub: Any) -> None:
+            original = hub.received
+
+            def received(response: rpc_pb2.WatchResponse) -> None:
+                heard[0] += sum(1 for e in response.events if e.type == e.DELETE)
+                original(response)
+
+            hub.received = received
+
+        for c in members:
+            count(c._watches)
+        campaigns = []
+        for i in range(n):
+            client = members[i % len(members)]
+            campaigns.append(asyncio.ensure_future(client.election(name).campaign(f"c{i}")))
+            await joined(members[0], name, i + 1)
+        for i in (n - 2, n - 5, n - 8):  # deletions inside the front lines' key ranges
+            campaigns[i].cancel()
+        await eventually(
+            lambda: _count_is(members[0], name, n - 3), what="three candidates to withdraw"
+        )
+        staying = [c for c in campaigns if not c.cancelled()]
+        heard[0] = 0
+        for i, campaign in enumerate(staying):
+            leadership = await within(campaign, 10, f"candidate {i} in line to win")
+            assert all(not c.done() for c in staying[i + 1 :]), "a candidate won out of turn"
+            await leadership.resign()
+        per_handoff = heard[0] / len(staying)
+        measured("deletions heard per hand-off, 27 candidates over 3 members", per_handoff, "events")
+        assert per_handoff <= 3, f"{per_handoff:.1f} deletion events per hand-off: a herd"
+
+
+async def _count_is(client: geeh.Client, name: str, n: int) -> bool:
+    return len(await keys(client, name)) == n
+
+
+# -- 8. keepalive policy: a long idle period ------------------------------------------------
 
 
 async def test_idle_minute_without_goaway(
