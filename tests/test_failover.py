@@ -714,7 +714,9 @@ async def test_a_queue_spread_over_members_hands_off_in_order_without_a_herd(
             assert all(not c.done() for c in staying[i + 1 :]), "a candidate won out of turn"
             await leadership.resign()
         per_handoff = heard[0] / len(staying)
-        measured("deletions heard per hand-off, 27 candidates over 3 members", per_handoff, "events")
+        measured(
+            "deletions heard per hand-off, 27 candidates over 3 members", per_handoff, "events"
+        )
         assert per_handoff <= 3, f"{per_handoff:.1f} deletion events per hand-off: a herd"
 
 
