@@ -414,7 +414,8 @@ class _Line:
                     self._watches.pop(w.key).cancel()  # crowded: see the class doc
                     self._watch_predecessor(w.next_revision, ordered=False)
                 if len(self.older) == 2 and self.older[1] in deleted:
-                    self._watches.pop(self.older.pop()).cancel()
+                    # Its watch is left to the line's end: no cancel sent mid-hand-off.
+                    self.older.pop()
                     if not self.complete:
                         # Why later: this deletion is usually the old leader's, and our read
                         # (etcd sorts the whole election for it) would compete with the
