@@ -92,6 +92,13 @@ class Series:
         return percentile(self.samples, 99)
 
     @property
+    def requests_per_sample(self) -> float:
+        """Mean of the etcd requests counted per sample (all methods)."""
+        if not self.requests:
+            return math.nan
+        return sum(sum(c.values()) for c in self.requests) / len(self.requests)
+
+    @property
     def min(self) -> float:
         return min(self.samples) if self.samples else math.nan
 

@@ -210,8 +210,8 @@ def _handoff_finding(data: dict[str, Any]) -> list[str]:
             L.append(
                 "For comparison, etcd's own counters in the process hand-off (1 waiting): "
                 + "; ".join(
-                    f"{c} etcd: `etcdctl elect` {_per_trial(h[ETCDCTL]):.2f}, `geeh elect` "
-                    f"{_per_trial(h[GEEH]):.2f} unary requests per hand-off"
+                    f"{c} etcd: `etcdctl elect` {h[ETCDCTL].requests_per_sample:.2f}, `geeh elect` "
+                    f"{h[GEEH].requests_per_sample:.2f} unary requests per hand-off"
                     for c, h in counted
                 )
                 + ". Go's recipe reads after every deletion it waits on, whatever the queue "
@@ -219,10 +219,6 @@ def _handoff_finding(data: dict[str, Any]) -> list[str]:
             )
         L.append("")
     return L
-
-
-def _per_trial(s: Series) -> float:
-    return statistics.mean(sum(c.values()) for c in s.requests) if s.requests else float("nan")
 
 
 def _share(p: dict[str, Any], group: str) -> str:

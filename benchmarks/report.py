@@ -251,7 +251,7 @@ def headline(data: dict[str, Any]) -> list[str]:
     for cluster in ("1-member", "3-member"):
         h = data.get(f"handoff-process-{cluster}")
         if h and h[GEEH].requests and h[ETCDCTL].requests:
-            ours, theirs = requests_per_trial(h[GEEH]), requests_per_trial(h[ETCDCTL])
+            ours, theirs = h[GEEH].requests_per_sample, h[ETCDCTL].requests_per_sample
             L.append(
                 f"| etcd requests per graceful hand-off (1 waiting), {cluster} etcd, etcd's "
                 f"counters | {ours:.2f} | {theirs:.2f} (`etcdctl elect`) | "
@@ -314,11 +314,6 @@ def headline(data: dict[str, Any]) -> list[str]:
     ]
     L += headline_scale(data)
     return L
-
-
-def requests_per_trial(s: Series) -> float:
-    """Mean unary requests etcd counted per trial."""
-    return statistics.mean(sum(c.values()) for c in s.requests) if s.requests else math.nan
 
 
 def requests_by_method(s: Series) -> str:
@@ -427,9 +422,9 @@ def section_handoff(data: dict[str, Any]) -> list[str]:
             L += [
                 "Unary requests etcd received per hand-off (its own counters, all members, "
                 "from the SIGINT until the old leader has exited and the successor printed): "
-                f"`etcdctl elect` {requests_per_trial(h[ETCDCTL]):.2f} "
+                f"`etcdctl elect` {h[ETCDCTL].requests_per_sample:.2f} "
                 f"({requests_by_method(h[ETCDCTL])}); `geeh elect` "
-                f"{requests_per_trial(h[GEEH]):.2f} ({requests_by_method(h[GEEH])}).",
+                f"{h[GEEH].requests_per_sample:.2f} ({requests_by_method(h[GEEH])}).",
                 "",
             ]
         panels.append((f"Hand-off, processes, {cluster} etcd", rows))

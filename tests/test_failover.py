@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import ETCD_BINARIES
-from support.kv import joined, keys
+from support.kv import joined, keys, left
 from support.proxy import TcpProxy
 from support.wait import eventually, within
 
@@ -704,9 +704,7 @@ async def test_a_queue_spread_over_members_hands_off_in_order_without_a_herd(
             await joined(members[0], name, i + 1)
         for i in (n - 2, n - 5, n - 8):  # deletions inside the front lines' key ranges
             campaigns[i].cancel()
-        await eventually(
-            lambda: _count_is(members[0], name, n - 3), what="three candidates to withdraw"
-        )
+        await left(members[0], name, n - 3)
         staying = [c for c in campaigns if not c.cancelled()]
         heard[0] = 0
         for i, campaign in enumerate(staying):
@@ -718,10 +716,6 @@ async def test_a_queue_spread_over_members_hands_off_in_order_without_a_herd(
             "deletions heard per hand-off, 27 candidates over 3 members", per_handoff, "events"
         )
         assert per_handoff <= 3, f"{per_handoff:.1f} deletion events per hand-off: a herd"
-
-
-async def _count_is(client: geeh.Client, name: str, n: int) -> bool:
-    return len(await keys(client, name)) == n
 
 
 # -- 8. keepalive policy: a long idle period ------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from support.kv import joined, keys
+from support.kv import joined, keys, left
 from support.wait import eventually, within
 
 import geeh
@@ -106,11 +106,7 @@ async def crowded(
 async def withdraw(client: geeh.Client, name: str, campaign: asyncio.Future[Any]) -> None:
     before = len(await keys(client, name))
     campaign.cancel()
-
-    async def gone() -> bool:
-        return len(await keys(client, name)) == before - 1
-
-    await eventually(gone, what="a waiting candidate to withdraw")
+    await left(client, name, before - 1)
 
 
 async def test_a_crowded_key_range_costs_a_waiting_candidate_one_foreign_event(
@@ -135,7 +131,7 @@ async def test_a_candidate_with_a_crowded_range_never_wins_after_its_key_goes(
     heard = record_deletions(other)
     p, c, c_key, behind = await crowded(client, other, name, behind=2)
     await withdraw(client, name, behind[0])
-    await eventually(lambda: _true(len(heard) >= 1), what="C to hear a deletion behind it")
+    await eventually(lambda: heard, what="C to hear a deletion behind it")
     # C's key and P's go in one revision: C must not read P's deletion as its win.
     delete = [
         rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k))
@@ -145,10 +141,6 @@ async def test_a_candidate_with_a_crowded_range_never_wins_after_its_key_goes(
     with pytest.raises(geeh.CandidateRemoved):
         await within(c, 5, "C's campaign to fail")
     behind[1].cancel()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_the_third_in_line_does_not_read_again_when_it_knows_the_whole_line(

@@ -18,6 +18,15 @@ async def keys(client: geeh.Client, name: str) -> list[bytes]:
     return [kv.key for kv in response.kvs]
 
 
+async def left(client: geeh.Client, name: str, n: int) -> None:
+    """Wait until exactly ``n`` candidates have keys in the election."""
+
+    async def exactly() -> bool:
+        return len(await keys(client, name)) == n
+
+    await eventually(exactly, what=f"{n} candidates left in {name}")
+
+
 async def joined(client: geeh.Client, name: str, n: int) -> None:
     """Wait until ``n`` candidates have keys in the election (join order is create order)."""
 
