@@ -22,9 +22,9 @@ from typing import Any
 
 import geeh
 from geeh._proto import rpc_pb2 as rpc
-from geeh.failover import DELETE, PUT, RANGE
 from geeh.keys import election_prefix, prefix_end
 from geeh.local_etcd import find_etcd, find_etcdctl
+from geeh.net.retry import DELETE, PUT, RANGE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
@@ -298,7 +298,7 @@ class Etcd:
 
     def __init__(self, client: geeh.Client) -> None:
         self.client = client
-        self.transport = client._transport
+        self.transport = client.core.transport
 
     async def count(self, name: str) -> int:
         prefix = election_prefix(name)

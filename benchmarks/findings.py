@@ -128,7 +128,7 @@ def costlier_than_reference(data: dict[str, Any]) -> list[str]:
 
 
 def _grpc_keepalive() -> str:
-    from geeh.failover import CHANNEL_OPTIONS
+    from geeh.net.failover import CHANNEL_OPTIONS
 
     options = dict(CHANNEL_OPTIONS)
     ping = options.get("grpc.keepalive_time_ms")

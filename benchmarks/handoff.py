@@ -167,7 +167,7 @@ async def in_process(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str,
                         series[kind].add(t1 - t0)
                     elif kind == "floor":
                         revision = await etcd.put(floor_key)
-                        w = b._watches.watch(floor_key, start_revision=revision + 1)
+                        w = b.core.watches.watch(floor_key, start_revision=revision + 1)
                         got = asyncio.ensure_future(_stamped(w.next()))
                         await asyncio.sleep(0.05)
                         t0 = time.monotonic()

@@ -76,7 +76,7 @@ class Target:
 
     async def _raw(self, client: geeh.Client) -> None:
         revision = await self.etcd.revision()
-        w = client._watches.watch(
+        w = client.core.watches.watch(
             self.prefix, range_end=prefix_end(self.prefix), start_revision=revision + 1
         )
         with w:

@@ -21,8 +21,8 @@ from typing import Any
 
 import geeh
 from geeh._proto import rpc_pb2 as rpc
-from geeh.failover import RANGE
 from geeh.keys import election_prefix, prefix_end
+from geeh.net.retry import RANGE
 
 from .common import RESULTS, Config, Etcd, Series
 

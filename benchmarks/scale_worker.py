@@ -49,7 +49,7 @@ def _instrument() -> None:
         return original_watch(self, *args, **kwargs)
 
     def remove(self: Any, w: Any) -> None:
-        if w.watch_id in self._watches:
+        if w.watch_id in self.core.watches:
             _counts["watch"] += 1
         original_remove(self, w)
 
@@ -95,7 +95,7 @@ async def main(args: argparse.Namespace) -> None:
     tasks: set[asyncio.Task[None]] = set()
     paths: collections.Counter[str] = collections.Counter()
     async with geeh.Client(args.endpoints) as client:
-        client._transport.on_request = lambda endpoint, path: paths.update([path])
+        client.core.transport.on_request = lambda endpoint, path: paths.update([path])
         election = client.election(args.name)
         numbers = iter(range(10**9))
 
@@ -124,7 +124,7 @@ async def main(args: argparse.Namespace) -> None:
                 await leaderships.pop(key).resign()
                 say(f"resigned {key.decode()} {stamp:.9f}")
             elif command == "counts":
-                transport = client._transport
+                transport = client.core.transport
                 say(
                     f"counts {transport.request_count} {_counts['watch']} {_counts['keepalive']} "
                     f"{_counts['received']} " + json.dumps(dict(paths), separators=(",", ":"))

@@ -106,7 +106,7 @@ async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
         clients = {10: small, 1000: large}
         stamps: dict[int, list[float]] = {n: [] for n in clients}
         for n, c in clients.items():
-            _stamp_creations(c._watches, stamps[n])
+            _stamp_creations(c.core.watches, stamps[n])
         queues = {n: Queue(c, etcd, f"bench-switch-{n}", n) for n, c in clients.items()}
         try:
             for q in queues.values():

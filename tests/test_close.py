@@ -10,8 +10,8 @@ from support.wait import within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.failover import LEASE_TTL
 from geeh.local_etcd import LocalEtcdCluster
+from geeh.net.retry import LEASE_TTL
 
 
 async def test_close_leaves_nothing_behind(etcd: LocalEtcdCluster, name: str) -> None:
@@ -33,11 +33,13 @@ async def test_close_leaves_nothing_behind(etcd: LocalEtcdCluster, name: str) ->
         assert leadership.lost.is_set()
         assert await keys(checker, name) == []
         for lease in (leadership.lease, shared.lease):
-            ttl = await checker._transport.call(LEASE_TTL, rpc_pb2.LeaseTimeToLiveRequest(ID=lease))
+            ttl = await checker.core.transport.call(
+                LEASE_TTL, rpc_pb2.LeaseTimeToLiveRequest(ID=lease)
+            )
             assert ttl.TTL == -1, f"lease {lease:x} still alive after close()"
     left = {t for t in asyncio.all_tasks() - before_tasks if t is not asyncio.current_task()}
     assert not left, f"tasks left after close(): {left}"
     new_threads = set(threading.enumerate()) - before_threads
     new_threads = {t for t in new_threads if t.name.startswith("geeh")}
     assert not new_threads
-    assert client._watches.active == 0
+    assert client.core.watches.active == 0

@@ -24,10 +24,10 @@ from support.wait import eventually, within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.failover import KEEPALIVE_PATH, PUT, RANGE, WATCH_PATH
 from geeh.keys import election_prefix, prefix_end
 from geeh.leader import Leader
 from geeh.local_etcd import LocalEtcdCluster
+from geeh.net.retry import KEEPALIVE_PATH, PUT, RANGE, WATCH_PATH
 from geeh.session import safety_margin
 from geeh.watch import PROBE_IDLE, PROBE_TIMEOUT
 
@@ -91,7 +91,7 @@ class Requests:
 
     def __init__(self, client: geeh.Client) -> None:
         self.log: list[tuple[float, str, str]] = []
-        client._transport.on_request = self._record
+        client.core.transport.on_request = self._record
 
     def _record(self, endpoint: str, path: str) -> None:
         self.log.append((time.monotonic(), endpoint, path))
@@ -204,8 +204,8 @@ async def test_sigkill_of_the_pinned_member(
         cc,
         oc,
     ):
-        assert len(lc._transport.endpoints) == 3, "the other members were discovered"
-        assert lc._transport.endpoint == cc._transport.endpoint == victim
+        assert len(lc.core.transport.endpoints) == 3, "the other members were discovered"
+        assert lc.core.transport.endpoint == cc.core.transport.endpoint == victim
         requests = Requests(lc)
         leadership = await within(lc.election(name).campaign(b"leader", ttl=TTL), 10, "elected")
         waiting = asyncio.ensure_future(cc.election(name).campaign(b"candidate", ttl=TTL))
@@ -231,7 +231,7 @@ async def test_sigkill_of_the_pinned_member(
             leadership.token,
         )
         for c in (lc, cc, oc):
-            assert c._transport.endpoint != victim
+            assert c.core.transport.endpoint != victim
         assert not waiting.done(), "a waiting candidate was elected while the leader lived"
         assert observer.changes() == [(leadership.key, leadership.token)], "spurious change"
         to_victim = requests.since(killed, victim)
@@ -278,7 +278,7 @@ async def test_each_member_killed_and_restarted_in_turn(
         sampler = MarginSampler(leadership)
         for i in range(cluster.size):
             was_raft_leader = await asyncio.to_thread(cluster.leader_index) == i
-            pinned = lc._transport.endpoint == cluster.member_endpoint(i)
+            pinned = lc.core.transport.endpoint == cluster.member_endpoint(i)
             killed = time.monotonic()
             await asyncio.to_thread(cluster.kill, i)
             resumed = await keepalive_answered_after(leadership, killed, TTL)
@@ -314,7 +314,7 @@ async def test_frozen_pinned_member_is_left_within_a_bound(
     victim = cluster.member_endpoint(target)
     pinned_first = ordered(cluster, target)
     async with clients(pinned_first, pinned_first, pinned_first) as (lc, cc, oc):
-        assert ("hasleader", "true") in lc._transport.metadata()
+        assert ("hasleader", "true") in lc.core.transport.metadata()
         leadership = await within(lc.election(name).campaign(b"leader", ttl=TTL), 10, "elected")
         waiting = asyncio.ensure_future(cc.election(name).campaign(b"candidate", ttl=TTL))
         await joined(lc, name, 2)
@@ -325,7 +325,7 @@ async def test_frozen_pinned_member_is_left_within_a_bound(
 
         async def track(label: str, client: geeh.Client) -> None:
             await eventually(
-                lambda: client._transport.endpoint != victim, timeout=20, what=f"{label} leaves"
+                lambda: client.core.transport.endpoint != victim, timeout=20, what=f"{label} leaves"
             )
             left[label] = time.monotonic() - frozen
 
@@ -452,8 +452,12 @@ async def test_watches_resume_from_the_last_revision_across_a_kill(
     writer_first = (leader_index + 2) % 3
     prefix = election_prefix(name)
     async with clients(ordered(cluster, target), ordered(cluster, writer_first)) as (xc, wc):
-        start = (await xc._transport.call(RANGE, rpc_pb2.RangeRequest(key=prefix))).header.revision
-        watch = xc._watches.watch(prefix, range_end=prefix_end(prefix), start_revision=start + 1)
+        start = (
+            await xc.core.transport.call(RANGE, rpc_pb2.RangeRequest(key=prefix))
+        ).header.revision
+        watch = xc.core.watches.watch(
+            prefix, range_end=prefix_end(prefix), start_revision=start + 1
+        )
         events: list[tuple[int, bytes, int]] = []
 
         async def collect() -> None:
@@ -473,7 +477,9 @@ async def test_watches_resume_from_the_last_revision_across_a_kill(
             expected += [(leadership.key, leadership.token), None]
             await leadership.resign()
             await asyncio.sleep(0.05)
-        final = (await wc._transport.call(RANGE, rpc_pb2.RangeRequest(key=prefix))).header.revision
+        final = (
+            await wc.core.transport.call(RANGE, rpc_pb2.RangeRequest(key=prefix))
+        ).header.revision
         await eventually(
             lambda: events and events[-1][2] >= final - 1, timeout=10, what="the watch to catch up"
         )
@@ -481,11 +487,11 @@ async def test_watches_resume_from_the_last_revision_across_a_kill(
             lambda: len(observer.seen) >= len(expected), timeout=10, what="the observer"
         )
         measured("watch kill: rounds after the kill done in", time.monotonic() - killed)
-        assert xc._transport.endpoint != cluster.member_endpoint(target)
+        assert xc.core.transport.endpoint != cluster.member_endpoint(target)
 
         # The reference: the same history read by a client that never failed over.
         reference: list[tuple[int, bytes, int]] = []
-        with wc._watches.watch(
+        with wc.core.watches.watch(
             prefix, range_end=prefix_end(prefix), start_revision=start + 1
         ) as again:
             while not reference or reference[-1][2] < events[-1][2]:
@@ -513,7 +519,7 @@ async def test_watch_moved_after_compaction_rereads(cluster: LocalEtcdCluster, n
             cc,
             oc,
         ):
-            assert oc._transport.endpoint == proxy.endpoint
+            assert oc.core.transport.endpoint == proxy.endpoint
             first = await within(lc.election(name).campaign(b"first", ttl=TTL), 10, "elected")
             waiting = asyncio.ensure_future(cc.election(name).campaign(b"second", ttl=TTL))
             await joined(lc, name, 2)
@@ -655,19 +661,19 @@ async def test_put_is_not_retried_after_a_lost_response(
             requests = Requests(pc)
             proxy.cut_after_request(value)
             with pytest.raises(geeh.EtcdUnavailable):
-                await pc._transport.call(PUT, rpc_pb2.PutRequest(key=key, value=value))
+                await pc.core.transport.call(PUT, rpc_pb2.PutRequest(key=key, value=value))
             assert requests.since(0, path=PUT.path) == 1, "a Put was sent twice"
             # The error can reach the client before etcd applied the Put: poll for it.
 
             async def put_applied() -> list[Any]:
-                response = await dc._transport.call(RANGE, rpc_pb2.RangeRequest(key=key))
+                response = await dc.core.transport.call(RANGE, rpc_pb2.RangeRequest(key=key))
                 return list(response.kvs)
 
             written = await eventually(put_applied, timeout=5, what="the lost Put to be applied")
             assert [(kv.value, kv.version) for kv in written] == [(value, 1)], "Put applied twice"
             # A read in the same situation is retried (and succeeds).
             proxy.cut_after_request(key)
-            read = await pc._transport.call(RANGE, rpc_pb2.RangeRequest(key=key))
+            read = await pc.core.transport.call(RANGE, rpc_pb2.RangeRequest(key=key))
             assert proxy.wait_cut(0) and [kv.value for kv in read.kvs] == [value]
             assert requests.since(0, path=RANGE.path) == 2
 
@@ -696,7 +702,7 @@ async def test_a_queue_spread_over_members_hands_off_in_order_without_a_herd(
             hub.received = received
 
         for c in members:
-            count(c._watches)
+            count(c.core.watches)
         campaigns = []
         for i in range(n):
             client = members[i % len(members)]
@@ -731,12 +737,12 @@ async def test_idle_minute_without_goaway(
         observer = Observer(oc, name)
         await observer.first()
         counters = [Requests(c) for c in (lc, oc, uc)]
-        generations = [c._transport.generation for c in (lc, oc, uc)]
+        generations = [c.core.transport.generation for c in (lc, oc, uc)]
         log_sizes = [_log_size(cluster, i) for i in range(cluster.size)]
         start = time.monotonic()
         await asyncio.sleep(idle)
         for c, g in zip((lc, oc, uc), generations, strict=True):
-            assert c._transport.generation == g, "a client left its member while idle"
+            assert c.core.transport.generation == g, "a client left its member while idle"
         for counter in counters:
             reopened = counter.since(start, path=WATCH_PATH) + counter.since(
                 start, path=KEEPALIVE_PATH

@@ -11,8 +11,8 @@ from support.wait import within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.failover import TXN
 from geeh.local_etcd import LocalEtcdCluster
+from geeh.net.retry import TXN
 
 
 async def test_observer_sees_every_change_and_no_leader(client: geeh.Client, name: str) -> None:
@@ -64,10 +64,10 @@ async def test_two_changes_in_one_batch_are_both_reported(client: geeh.Client, n
                 rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=other, value=b"new")),
             ]
         )
-        await client._transport.call(TXN, txn)
+        await client.core.transport.call(TXN, txn)
         seen = await within(anext(changes), 5, "new leader")
         assert seen is not None and seen.key == other
-        await client._transport.call(
+        await client.core.transport.call(
             TXN,
             rpc_pb2.TxnRequest(
                 success=[

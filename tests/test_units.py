@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 import geeh
-from geeh.failover import Backoff, parse_endpoints
+from geeh.net.endpoints import parse_endpoints
+from geeh.net.retry import Backoff
 from geeh.session import check_ttl, safety_margin
 
 

@@ -17,8 +17,8 @@ from support.wait import eventually, within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.failover import RANGE, TXN
 from geeh.local_etcd import LocalEtcdCluster
+from geeh.net.retry import RANGE, TXN
 
 
 @pytest.fixture
@@ -36,14 +36,14 @@ def count_ranges(client: geeh.Client) -> list[int]:
         if path == RANGE.path:
             ranges[0] += 1
 
-    client._transport.on_request = record
+    client.core.transport.on_request = record
     return ranges
 
 
 def record_deletions(client: geeh.Client) -> list[bytes]:
     """Every deleted key the client's watch stream delivers, in order of arrival."""
     seen: list[bytes] = []
-    hub = client._watches
+    hub = client.core.watches
     original: Callable[[rpc_pb2.WatchResponse], None] = hub.received
 
     def received(response: rpc_pb2.WatchResponse) -> None:
@@ -137,7 +137,7 @@ async def test_a_candidate_with_a_crowded_range_never_wins_after_its_key_goes(
         rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k))
         for k in (c_key, p.key)
     ]
-    await client._transport.call(TXN, rpc_pb2.TxnRequest(success=delete))
+    await client.core.transport.call(TXN, rpc_pb2.TxnRequest(success=delete))
     with pytest.raises(geeh.CandidateRemoved):
         await within(c, 5, "C's campaign to fail")
     behind[1].cancel()

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import weakref
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from ._proto import rpc_pb2 as rpc
+from .core import Core
 from .election import Election
-from .errors import ClosedError, EtcdUnavailable, InvalidArgument
-from .failover import COMPACT, RANGE, STATUS, Transport, parse_endpoints
-from .session import Lessor, Session, check_ttl
-from .watch import WatchHub
+from .errors import EtcdUnavailable, InvalidArgument
+from .net.auth import Authenticator
+from .net.endpoints import parse_endpoints
+from .net.failover import Transport
+from .net.retry import COMPACT, RANGE, STATUS
+from .session import Session, check_ttl
 
 log = logging.getLogger("geeh")
 
@@ -61,34 +60,34 @@ class Client:
         if (username is None) != (password is None):
             raise InvalidArgument("give both username and password, or neither")
         self._discover = discover
-        self._transport = Transport(
-            self.endpoints, request_timeout=request_timeout, attempt_timeout=attempt_timeout
+        auth = (
+            Authenticator(username, password)
+            if username is not None and password is not None
+            else None
         )
-        if username is not None and password is not None:
-            self._transport.credentials = (username, password)
-        self._watches = WatchHub(self._transport)
-        self._lessor = Lessor(self._transport)
-        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
-        self._leaderships: set[Any] = set()
-        self._observations: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._background: set[asyncio.Task[Any]] = set()
+        transport = Transport(
+            self.endpoints,
+            request_timeout=request_timeout,
+            attempt_timeout=attempt_timeout,
+            auth=auth,
+        )
+        self._core = Core(transport)
         self._connected = False
-        self._closed = False
 
     # -- life cycle ------------------------------------------------------------------------
 
     async def connect(self) -> None:
         """Check that etcd answers (within ``dial_timeout``) and learn the cluster's members."""
-        self._check_open()
+        self._core.check_open()
         if self._connected:
             return
+        transport = self._core.transport
         try:
-            if self._transport.credentials is not None:
-                await self._transport.authenticate()
+            await transport.authenticate()
             if self._discover:
-                await self._transport.discover(timeout=self.dial_timeout)
+                await transport.discover(timeout=self.dial_timeout)
             else:
-                await self._transport.call(STATUS, rpc.StatusRequest(), timeout=self.dial_timeout)
+                await transport.call(STATUS, rpc.StatusRequest(), timeout=self.dial_timeout)
         except EtcdUnavailable as err:
             raise EtcdUnavailable(
                 f"cannot reach etcd at {', '.join(self.endpoints)} within "
@@ -110,82 +109,52 @@ class Client:
 
     async def close(self) -> None:
         """Resign, revoke, stop everything this client started. Idempotent."""
-        if self._closed:
+        if self._core.closed:
             return
-        self._closed = True
-        for leadership in list(self._leaderships):
-            await leadership._close()
-        self._leaderships.clear()
-        for session in list(self._sessions):
-            await session.close()
-        for observation in list(self._observations):
-            await observation.aclose()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
-        await self._watches.close()
-        await self._lessor.close()
-        await self._transport.close()
+        await self._core.close()
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._core.closed
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("the client is closed")
+    @property
+    def core(self) -> Core:
+        """The internals that elections, sessions and observers share (for tools and tests)."""
+        return self._core
 
     # -- what users make with it ---------------------------------------------------------------
 
     def election(self, name: str | bytes) -> Election:
         """The election called ``name`` (str or bytes, not empty)."""
-        self._check_open()
-        return Election(self, name)
+        self._core.check_open()
+        return Election(self._core, name)
 
     async def session(self, ttl: int = 10, *, lease: int | None = None) -> Session:
         """A new session: a lease of ``ttl`` seconds kept alive until closed.
 
         With ``lease``, resume that existing lease instead of granting one.
         """
-        self._check_open()
+        self._core.check_open()
+        core = self._core
         if lease is not None:
-            session = await Session.resume(self._transport, self._lessor, lease)
+            session = await Session.resume(core.transport, core.lessor, lease)
         else:
-            session = await Session.grant(self._transport, self._lessor, check_ttl(ttl))
-        self._sessions.add(session)
+            session = await Session.grant(core.transport, core.lessor, check_ttl(ttl))
+        core.sessions.add(session)
         return session
 
     async def compact(self, revision: int | None = None) -> int:
         """Compact etcd's history up to ``revision`` (default: the current one). For tests/ops."""
         if revision is None:
-            response = await self._transport.call(
+            response = await self._core.transport.call(
                 RANGE, rpc.RangeRequest(key=b"\x00", count_only=True)
             )
             revision = response.header.revision
-        await self._transport.call(COMPACT, rpc.CompactionRequest(revision=revision, physical=True))
+        await self._core.transport.call(
+            COMPACT, rpc.CompactionRequest(revision=revision, physical=True)
+        )
         return revision
 
-    # -- bookkeeping for the objects it owns -----------------------------------------------------
-
-    def _remember(self, leadership: Any) -> None:
-        self._leaderships.add(leadership)
-
-    def _forget(self, leadership: Any) -> None:
-        self._leaderships.discard(leadership)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run clean-up work in the background; close() waits for it."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _cleanup(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run clean-up work to completion even if the caller is being cancelled."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(task)
-
     def __repr__(self) -> str:
-        state = "closed" if self._closed else self._transport.endpoint
+        state = "closed" if self._core.closed else self._core.transport.endpoint
         return f"<geeh.Client {state}>"

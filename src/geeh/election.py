@@ -20,20 +20,25 @@ import contextlib
 import enum
 import logging
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._proto import rpc_pb2 as rpc
-from .errors import CandidateRemoved, ClosedError, ElectionError, EtcdError, InvalidArgument
-from .failover import RANGE, TXN
+from .core import Core
+from .errors import (
+    CandidateRemoved,
+    ClosedError,
+    Compacted,
+    ElectionError,
+    EtcdError,
+    InvalidArgument,
+)
 from .keys import candidate_key, election_prefix, prefix_end, show, to_bytes
 from .leader import Leader
 from .leadership import Leadership, owns
+from .net.retry import RANGE, TXN
 from .observe import Observation
 from .session import Session, check_ttl
-from .watch import NOPUT, Compacted, Inbox, Watch
-
-if TYPE_CHECKING:
-    from .client import Client
+from .watch import NOPUT, Inbox, Watch, WatchHub
 
 log = logging.getLogger("geeh.election")
 
@@ -47,18 +52,31 @@ READ_AHEAD_DELAY = 0.05
 class Election:
     """One named election. Get it from :meth:`geeh.Client.election`."""
 
-    def __init__(self, client: Client, name: str | bytes) -> None:
-        self._client = client
+    def __init__(self, core: Core, name: str | bytes) -> None:
+        self._core = core
         self.prefix = election_prefix(name)
         self.name = self.prefix[:-1]
         self._end = prefix_end(self.prefix)
 
     async def leader(self) -> Leader | None:
         """The current leader (the lowest create revision under the prefix), or None."""
-        response = await self._client._transport.call(
+        response = await self._core.transport.call(
             RANGE, self._first_request(), what=f"leader of {show(self.name)}"
         )
         return Leader.from_kv(response.kvs[0]) if response.kvs else None
+
+    async def candidates(self) -> list[Leader]:
+        """Every candidate in line, leader first (create-revision order)."""
+        request = rpc.RangeRequest(
+            key=self.prefix,
+            range_end=self._end,
+            sort_order=rpc.RangeRequest.ASCEND,
+            sort_target=rpc.RangeRequest.CREATE,
+        )
+        response = await self._core.transport.call(
+            RANGE, request, what=f"candidates of {show(self.name)}"
+        )
+        return [Leader.from_kv(kv) for kv in response.kvs]
 
     def _first_request(self) -> rpc.RangeRequest:
         return rpc.RangeRequest(
@@ -75,7 +93,7 @@ class Election:
         None means "no leader". Use ``async with election.observe() as changes:`` (or call
         ``aclose()``) to stop early; the client's close ends it too.
         """
-        return Observation(self._client, self.prefix, self._end)
+        return Observation(self._core, self.prefix, self._end)
 
     def campaign(
         self,
@@ -143,15 +161,17 @@ class Campaign:
         await leadership.resign()
 
     async def _run(self) -> Leadership:
-        client = self.election._client
-        client._check_open()
+        core = self.election._core
+        core.check_open()
         owns_session = self._session is None
         if self._session is not None:
             session = self._session
         elif self._lease is not None:
-            session = await client.session(lease=self._lease)
+            session = await Session.resume(core.transport, core.lessor, self._lease)
         else:
-            session = await client.session(ttl=self.ttl)
+            session = await Session.grant(core.transport, core.lessor, self.ttl)
+        if owns_session:
+            core.sessions.add(session)
         key = candidate_key(self.election.prefix, session.lease)
         gone: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
         watcher: asyncio.Task[None] | None = None
@@ -167,7 +187,8 @@ class Campaign:
             watcher = asyncio.ensure_future(self._watch_own_key(key, token, join_revision, gone))
             await self._wait(session, key, token, gone)
             leadership = Leadership(
-                self.election,
+                core,
+                self.election.name,
                 session,
                 owns_session,
                 key,
@@ -177,13 +198,13 @@ class Campaign:
                 watcher,
                 detach=lambda: session.expired.remove_callback(expired),
             )
-            client._remember(leadership)
+            core.leaderships.add(leadership)
             return leadership
         except BaseException:
             if watcher is not None:
                 watcher.cancel()
             session.expired.remove_callback(expired)
-            await client._cleanup(self._withdraw(session, key, owns_session))
+            await core.tasks.finish(self._withdraw(session, key, owns_session), name="withdraw")
             raise
 
     async def _join(self, session: Session, key: bytes) -> tuple[int, int]:
@@ -197,7 +218,7 @@ class Campaign:
             success=[rpc.RequestOp(request_put=put)],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))],
         )
-        transport = self.election._client._transport
+        transport = self.election._core.transport
         response = await transport.call(TXN, txn, what="join election")
         if response.succeeded:
             return response.header.revision, response.header.revision
@@ -229,12 +250,12 @@ class Campaign:
           moment later (or never, if the read saw nothing older), ready for the case above.
         Our own key's deletion ends the campaign (CandidateRemoved), even in the same batch.
         """
-        client = self.election._client
+        core = self.election._core
         while True:
             if gone.done():
                 raise gone.result()
             session.check()
-            response = await client._transport.call(
+            response = await core.transport.call(
                 RANGE,
                 rpc.RangeRequest(
                     key=self.election.prefix,
@@ -255,7 +276,7 @@ class Campaign:
             if len(kvs) == 1:
                 return
             older = [kv.key for kv in kvs[1:]]
-            with _Line(client, key, older, complete=not response.more) as line:
+            with _Line(core.watches, key, older, complete=not response.more) as line:
                 outcome = await line.watch(response.header.revision + 1, gone)
             if outcome is _Outcome.LEAD:
                 return
@@ -271,7 +292,7 @@ class Campaign:
         state at or after ``revision``: the member we watch sent that revision's event only
         once it had applied it. After a failover to a member behind, read linearizably.
         """
-        transport = self.election._client._transport
+        transport = self.election._core.transport
         for serializable in (True, False):
             response = await transport.call(
                 RANGE,
@@ -286,14 +307,14 @@ class Campaign:
         self, key: bytes, token: int, revision: int, gone: asyncio.Future[BaseException]
     ) -> None:
         """Resolve ``gone`` when our key is deleted; re-read after compaction."""
-        client = self.election._client
+        core = self.election._core
         while True:
-            own = client._watches.watch(key, start_revision=revision + 1, filters=[NOPUT])
+            own = core.watches.watch(key, start_revision=revision + 1, filters=[NOPUT])
             with own:
                 try:
                     await _next_delete(own)
                 except Compacted:
-                    response = await client._transport.call(
+                    response = await core.transport.call(
                         RANGE, rpc.RangeRequest(key=key, keys_only=True), what="campaign"
                     )
                     if response.kvs and response.kvs[0].create_revision == token:
@@ -326,7 +347,7 @@ class Campaign:
             success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
         )
         with contextlib.suppress(EtcdError, ClosedError):
-            await self.election._client._transport.call(TXN, txn, what="withdraw candidate")
+            await self.election._core.transport.call(TXN, txn, what="withdraw candidate")
 
 
 async def _next_delete(w: Watch) -> None:
@@ -355,8 +376,8 @@ class _Line:
     then goes, our own key is confirmed by a read instead of by the order of events.
     """
 
-    def __init__(self, client: Client, key: bytes, older: list[bytes], *, complete: bool) -> None:
-        self._hub = client._watches
+    def __init__(self, hub: WatchHub, key: bytes, older: list[bytes], *, complete: bool) -> None:
+        self._hub = hub
         self.key = key
         self.older = older
         self.complete = complete

@@ -6,7 +6,9 @@
     ├── InvalidArgument          bad input (also a ValueError)
     ├── ClosedError              the client, queue or observer was closed
     ├── EtcdError                etcd answered with an error
-    │   └── EtcdUnavailable      no endpoint answered within the time allowed
+    │   ├── EtcdUnavailable      no endpoint answered within the time allowed
+    │   ├── Compacted            a watch's revision was compacted away: read again
+    │   └── StreamUnauthenticated  a stream was refused for an expired auth token
     └── ElectionError            the election went on without us
         ├── SessionExpired       our lease expired, was revoked, or its local deadline passed
         ├── CandidateRemoved     our candidate key was deleted by someone else
@@ -54,3 +56,18 @@ class CandidateRemoved(ElectionError):
 
 class NotLeader(ElectionError):
     """The operation needs leadership, and this candidate does not (or no longer) lead."""
+
+
+class Compacted(EtcdError):
+    """The revision a watch needed has been compacted away: read afresh, then watch again."""
+
+    def __init__(self, compact_revision: int) -> None:
+        super().__init__(f"revision compacted up to {compact_revision}", code="OUT_OF_RANGE")
+        self.compact_revision = compact_revision
+
+
+class StreamUnauthenticated(EtcdError):
+    """A stream was refused for an expired auth token: authenticate, then re-open it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="UNAUTHENTICATED")

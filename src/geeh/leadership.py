@@ -6,17 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ._proto import rpc_pb2 as rpc
+from .core import Core
 from .errors import CandidateRemoved, NotLeader
-from .failover import TXN
 from .keys import show, to_bytes
 from .loss import LossSignal
+from .net.retry import TXN
 from .session import Session
-
-if TYPE_CHECKING:
-    from .election import Election
 
 log = logging.getLogger("geeh.leadership")
 
@@ -40,7 +37,8 @@ class Leadership:
 
     def __init__(
         self,
-        election: Election,
+        core: Core,
+        name: bytes,
         session: Session,
         owns_session: bool,
         key: bytes,
@@ -50,7 +48,8 @@ class Leadership:
         watcher: asyncio.Task[None],
         detach: Callable[[], None],
     ) -> None:
-        self.election = election
+        self._core = core
+        self.name = name
         self.session = session
         self.key = key
         self.value = value
@@ -81,8 +80,8 @@ class Leadership:
         self._watcher.cancel()
         self._detach()
         if reason is not None:
-            log.warning("leadership of %s lost: %s", show(self.election.name), reason)
-            self.election._client._spawn(self._clear())
+            log.warning("leadership of %s lost: %s", show(self.name), reason)
+            self._core.tasks.spawn(self._clear(), name=f"geeh-clear-{self.lease:x}")
 
     async def _clear(self) -> None:
         """After a loss, remove what is left of our candidacy: quietly, within bounds."""
@@ -97,7 +96,7 @@ class Leadership:
             compare=[owns(self.key, self.token)],
             success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
         )
-        await self.election._client._transport.call(TXN, txn, timeout=timeout, what="resign")
+        await self._core.transport.call(TXN, txn, timeout=timeout, what="resign")
 
     async def proclaim(self, value: str | bytes) -> None:
         """Publish a new value without giving up leadership. Raises NotLeader if we don't lead."""
@@ -111,7 +110,7 @@ class Leadership:
                 )
             ],
         )
-        response = await self.election._client._transport.call(TXN, txn, what="proclaim")
+        response = await self._core.transport.call(TXN, txn, what="proclaim")
         if not response.succeeded:
             self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
             self._check()
@@ -142,11 +141,11 @@ class Leadership:
         else:
             await self._delete_key(timeout)
         self._resigned = True
-        self.election._client._forget(self)
+        self._core.leaderships.discard(self)
         if self._owns_session:
             await self.session.close(revoke=False)
 
-    async def _close(self) -> None:
+    async def aclose(self) -> None:
         """The client is closing: resign, quietly and within bounds."""
         with contextlib.suppress(Exception):
             await self.resign(timeout=2.0)

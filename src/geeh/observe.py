@@ -14,18 +14,15 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from ._proto import kv_pb2 as kv
 from ._proto import rpc_pb2 as rpc
-from .errors import ClosedError, EtcdUnavailable
-from .failover import RANGE, Backoff
+from .core import Core
+from .errors import ClosedError, Compacted, EtcdUnavailable
 from .keys import show
 from .leader import Leader
-from .watch import Compacted, Watch
-
-if TYPE_CHECKING:
-    from .client import Client
+from .net.retry import RANGE, Backoff
+from .watch import Watch
 
 log = logging.getLogger("geeh.observe")
 
@@ -35,8 +32,8 @@ _UNSET = object()
 class Observation:
     """An async iterator of :class:`~geeh.Leader` or None, from ``Election.observe()``."""
 
-    def __init__(self, client: Client, prefix: bytes, end: bytes) -> None:
-        self._client = client
+    def __init__(self, core: Core, prefix: bytes, end: bytes) -> None:
+        self._core = core
         self._prefix = prefix
         self._end = end
         self._candidates: dict[bytes, kv.KeyValue] = {}
@@ -45,7 +42,7 @@ class Observation:
         self._watch: Watch | None = None
         self._closed = False
         self._backoff = Backoff(base=0.1, cap=2.0)
-        client._observations.add(self)
+        core.observations.add(self)
 
     @property
     def leader(self) -> Leader | None:
@@ -94,7 +91,7 @@ class Observation:
         self._report()
 
     async def _resync(self) -> None:
-        response = await self._client._transport.call(
+        response = await self._core.transport.call(
             RANGE,
             rpc.RangeRequest(
                 key=self._prefix,
@@ -106,7 +103,7 @@ class Observation:
         )
         self._candidates = {item.key: item for item in response.kvs}
         self._report()
-        self._watch = self._client._watches.watch(
+        self._watch = self._core.watches.watch(
             self._prefix, range_end=self._end, start_revision=response.header.revision + 1
         )
         weakref.finalize(self, self._watch.cancel)
@@ -128,7 +125,7 @@ class Observation:
         self._closed = True
         self._pending.clear()
         self._close_watch()
-        self._client._observations.discard(self)
+        self._core.observations.discard(self)
 
     async def __aenter__(self) -> Observation:
         return self

@@ -17,16 +17,10 @@ import time
 
 from ._proto import rpc_pb2 as rpc
 from .errors import ClosedError, EtcdError, InvalidArgument, SessionExpired
-from .failover import (
-    KEEPALIVE_PATH,
-    LEASE_GRANT,
-    LEASE_REVOKE,
-    LEASE_TTL,
-    Backoff,
-    ResumableStream,
-    Transport,
-)
 from .loss import LossSignal
+from .net.failover import Transport
+from .net.retry import KEEPALIVE_PATH, LEASE_GRANT, LEASE_REVOKE, LEASE_TTL, Backoff
+from .net.stream import ResumableStream
 
 log = logging.getLogger("geeh.session")
 
@@ -275,6 +269,10 @@ class Session:
         if revoke and was_alive:
             with contextlib.suppress(EtcdError, ClosedError):
                 await self.revoke(timeout=min(self._transport.request_timeout, 2.0))
+
+    async def aclose(self) -> None:
+        """Close, revoking the lease (what the client does with its sessions on close)."""
+        await self.close()
 
     async def __aenter__(self) -> Session:
         return self

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 from ._proto import kv_pb2 as kv
 from ._proto import rpc_pb2 as rpc
-from .errors import ClosedError, EtcdError
-from .failover import RANGE, WATCH_PATH, ResumableStream, Transport
+from .errors import ClosedError, Compacted, EtcdError
+from .net.failover import Transport
+from .net.retry import RANGE, WATCH_PATH
+from .net.stream import ResumableStream
 
 log = logging.getLogger("geeh.watch")
 
@@ -33,14 +35,6 @@ NOPUT = rpc.WatchCreateRequest.NOPUT
 # is one small message per idle period per client.
 PROBE_IDLE = 3.0
 PROBE_TIMEOUT = 2.0
-
-
-class Compacted(Exception):
-    """The revision a watch needed has been compacted away: read afresh, then watch again."""
-
-    def __init__(self, compact_revision: int) -> None:
-        super().__init__(f"revision compacted up to {compact_revision}")
-        self.compact_revision = compact_revision
 
 
 @dataclass(frozen=True, slots=True)

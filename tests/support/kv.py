@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.failover import DELETE, LEASE_REVOKE, RANGE
 from geeh.keys import election_prefix, prefix_end
+from geeh.net.retry import DELETE, LEASE_REVOKE, RANGE
 from support.wait import eventually
 
 
 async def keys(client: geeh.Client, name: str) -> list[bytes]:
     """Every key under the election's prefix."""
     prefix = election_prefix(name)
-    response = await client._transport.call(
+    response = await client.core.transport.call(
         RANGE, rpc_pb2.RangeRequest(key=prefix, range_end=prefix_end(prefix), keys_only=True)
     )
     return [kv.key for kv in response.kvs]
@@ -37,8 +37,8 @@ async def joined(client: geeh.Client, name: str, n: int) -> None:
 
 
 async def revoke(client: geeh.Client, lease: int) -> None:
-    await client._transport.call(LEASE_REVOKE, rpc_pb2.LeaseRevokeRequest(ID=lease))
+    await client.core.transport.call(LEASE_REVOKE, rpc_pb2.LeaseRevokeRequest(ID=lease))
 
 
 async def delete(client: geeh.Client, key: bytes) -> None:
-    await client._transport.call(DELETE, rpc_pb2.DeleteRangeRequest(key=key))
+    await client.core.transport.call(DELETE, rpc_pb2.DeleteRangeRequest(key=key))

@@ -19,11 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._proto import rpc_pb2 as rpc
 from ..client import Client
 from ..election import Election
 from ..errors import GeehError
-from ..failover import RANGE
 from ..leader import Leader
 from ..local_etcd import EtcdNotFound, EtcdStartError, LocalEtcdCluster
 from .common import (
@@ -425,17 +423,16 @@ class Demo:
 
     async def wait_queued(self, election: Election, count: int) -> None:
         """Wait until ``count`` candidate keys exist: everyone has joined the queue."""
-        request = rpc.RangeRequest(key=election.prefix, range_end=election._end, count_only=True)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            response = await election._client._transport.call(RANGE, request)
-            if response.count >= count:
+            joined = len(await election.candidates())
+            if joined >= count:
                 return
             failed = [c.name for c in self.candidates.values() if not c.alive]
             if len(self.candidates) - len(failed) < count:
                 raise GeehError(f"{', '.join(failed)} exited before joining: see above")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {response.count} of {count} candidates joined")
+                raise TimeoutError(f"only {joined} of {count} candidates joined")
             await asyncio.sleep(0.05)
 
     async def stop_candidates(self) -> None:

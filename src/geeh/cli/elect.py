@@ -190,7 +190,7 @@ async def hold(prog: str, leadership: Leadership, signals: Signals) -> int:
         if reason is not None:
             error(
                 prog,
-                f"lost leadership of {leadership.election.name.decode(errors='replace')}: {reason}",
+                f"lost leadership of {leadership.name.decode(errors='replace')}: {reason}",
             )
             return EXIT_LOST
         return EXIT_OK
