@@ -11,6 +11,7 @@ The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
 """
 
+from . import kv
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
 from .client import Client
 from .election import Campaign, Election
@@ -25,6 +26,7 @@ from .errors import (
     NotLeader,
     SessionExpired,
 )
+from .kv import KeyValue, TxnResult
 from .leader import Leader
 from .leadership import Leadership
 from .loss import LossSignal
@@ -46,6 +48,7 @@ __all__ = [
     "EtcdUnavailable",
     "GeehError",
     "InvalidArgument",
+    "KeyValue",
     "Leader",
     "LeaderElection",
     "Leadership",
@@ -54,6 +57,8 @@ __all__ = [
     "Observation",
     "Session",
     "SessionExpired",
+    "TxnResult",
     "__version__",
+    "kv",
     "watch_election",
 ]

@@ -9,6 +9,7 @@ from ._proto import rpc_pb2 as rpc
 from .core import Core
 from .election import Election
 from .errors import EtcdUnavailable, InvalidArgument
+from .kv import KV, Compare, KeyValue, Op, TxnResult
 from .net.auth import Authenticator
 from .net.endpoints import parse_endpoints
 from .net.failover import Transport
@@ -72,6 +73,7 @@ class Client:
             auth=auth,
         )
         self._core = Core(transport)
+        self._kv = KV(transport)
         self._connected = False
 
     # -- life cycle ------------------------------------------------------------------------
@@ -154,6 +156,30 @@ class Client:
             COMPACT, rpc.CompactionRequest(revision=revision, physical=True)
         )
         return revision
+
+    # -- the KV surface: a leader's own data (fenced forms: Leadership.put, .txn) -------------
+
+    async def get(self, key: str | bytes) -> KeyValue | None:
+        """The key, or None if it does not exist."""
+        return await self._kv.get(key)
+
+    async def get_prefix(self, prefix: str | bytes) -> list[KeyValue]:
+        """Every key starting with ``prefix``, in key order."""
+        return await self._kv.get_prefix(prefix)
+
+    async def put(self, key: str | bytes, value: str | bytes, *, lease: int = 0) -> int:
+        """Write ``value`` to ``key``; returns the revision. Not resent once it may have landed."""
+        return await self._kv.put(key, value, lease=lease)
+
+    async def delete(self, key: str | bytes, *, prefix: bool = False) -> int:
+        """Delete ``key`` (or every key under it); returns the revision."""
+        return await self._kv.delete(key, prefix=prefix)
+
+    async def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        """If every compare holds run ``success``, else ``failure``; see :mod:`geeh.kv`."""
+        return await self._kv.txn(compares, success, failure)
 
     def __repr__(self) -> str:
         state = "closed" if self._core.closed else self._core.transport.endpoint

@@ -38,6 +38,7 @@ from .leadership import Leadership, owns
 from .net.retry import RANGE, TXN
 from .observe import Observation
 from .session import Session, check_ttl
+from .supervisor import OnElected, OnLost, Supervisor, Work
 from .watch import NOPUT, Inbox, Watch, WatchHub
 
 log = logging.getLogger("geeh.election")
@@ -112,6 +113,40 @@ class Election:
         (after a restart: the same key is adopted, no new grant).
         """
         return Campaign(self, value, ttl=ttl, session=session, lease=lease)
+
+    async def run(
+        self,
+        work: Work,
+        value: str | bytes,
+        *,
+        ttl: int = DEFAULT_TTL,
+        again: bool = True,
+        grace: float | None = None,
+        on_elected: OnElected | None = None,
+        on_lost: OnLost | None = None,
+    ) -> Any:
+        """Run ``await work(leadership)`` only while leader, campaigning again after each loss.
+
+        On a loss, ``work`` is cancelled and awaited (it should stop within ``grace``
+        seconds; default: the session's safety margin, see :mod:`geeh.supervisor`) before
+        anything else happens. When ``work`` returns or raises (the error is logged), we
+        resign; then, with ``again`` (the default), campaign again; otherwise return its
+        result or raise its error. ``on_elected(leadership)`` and ``on_lost(leadership,
+        reason)`` are called at the start and end of each term (reason None after a
+        resign). Cancel the call to stop: it resigns if leading, withdraws if waiting.
+        Returns None when the client closes.
+        """
+        supervisor = Supervisor(
+            self,
+            work,
+            value,
+            ttl=ttl,
+            again=again,
+            grace=grace,
+            on_elected=on_elected,
+            on_lost=on_lost,
+        )
+        return await supervisor.run()
 
     def __repr__(self) -> str:
         return f"<Election {self.name!r}>"

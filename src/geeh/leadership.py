@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from . import kv
 from ._proto import rpc_pb2 as rpc
 from .core import Core
 from .errors import CandidateRemoved, NotLeader
@@ -152,6 +153,45 @@ class Leadership:
         self._watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._watcher
+
+    # -- fenced writes: only while we lead ----------------------------------------------------
+
+    async def put(self, key: kv.Bytes, value: kv.Bytes) -> int:
+        """Write ``value`` to ``key`` if we still lead; returns the revision of the write.
+
+        The write and the fencing guard (our key still created at :attr:`token`) go in one
+        Txn: if leadership has moved on, :class:`~geeh.NotLeader` is raised and nothing is
+        written, however late the request reaches etcd.
+        """
+        return (await self._fenced([kv.put(key, value)])).revision
+
+    async def delete(self, key: kv.Bytes, *, prefix: bool = False) -> int:
+        """Delete ``key`` (or every key under it) if we still lead; returns the revision."""
+        return (await self._fenced([kv.delete(key, prefix=prefix)])).revision
+
+    async def txn(
+        self,
+        compares: Sequence[kv.Compare],
+        success: Sequence[kv.Op],
+        failure: Sequence[kv.Op] = (),
+    ) -> kv.TxnResult:
+        """A Txn that runs only if we still lead (else NotLeader, nothing done).
+
+        Inside the fence it is an ordinary Txn: ``success`` if every compare holds, else
+        ``failure``; the result says which ran.
+        """
+        result: kv.TxnResult = await self._fenced([kv.txn(compares, success, failure)])
+        inner: kv.TxnResult = result.responses[0]
+        return inner
+
+    async def _fenced(self, ops: Sequence[kv.Op]) -> kv.TxnResult:
+        self._check()
+        guard = kv.Compare(owns(self.key, self.token))
+        result = await kv.KV(self._core.transport).txn([guard], ops, what="fenced write")
+        if not result.succeeded:
+            self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
+            raise NotLeader(f"not leader of {show(self.name)} any more: nothing was written")
+        return result
 
     async def __aenter__(self) -> Leadership:
         return self

@@ -291,7 +291,7 @@ async def unless_stopped(aw: Awaitable[T], signals: Signals) -> T:
 @contextlib.asynccontextmanager
 async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator[Client]:
     """A connected Client for the command's endpoints; closed (bounded in time) on exit."""
-    client = Client(endpoints_from(args), dial_timeout=args.dial_timeout)
+    client = Client(endpoints_from(args), dial_timeout=args.dial_timeout, discover=False)
     try:
         await unless_stopped(client.connect(), signals)
         yield client

@@ -8,9 +8,12 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from typing import Any
 
+from ..errors import GeehError
 from ..leadership import Leadership
+from ..session import safety_margin
 from .common import (
     CLOSE_AFTER_LOSS_TIMEOUT,
     EXIT_CODES_EPILOG,
@@ -29,13 +32,20 @@ from .common import (
 )
 from .elect import add_ttl_option, campaign, resign
 
-DEFAULT_GRACE = 5.0
+# Default --grace, as a share of the TTL: SIGTERM goes this long before the local deadline,
+# so it must leave room for a missed keepalive or two (TTL/3 apart) before it fires.
+GRACE_SHARE = 0.2
+MAX_GRACE_SHARE = 1 / 3
 
 RUN_DESCRIPTION = """\
 Run CMD only while leader of election NAME:
   - campaign with VALUE; once elected, start CMD;
   - when CMD exits: resign, and exit with CMD's status;
-  - when leadership is lost: SIGTERM to CMD, SIGKILL after --grace seconds, exit 3;
+  - when leadership may be lost (no keepalive answered and the lease could expire on etcd
+    within --grace seconds): SIGTERM to CMD, then SIGKILL at the local deadline, which is
+    before etcd can let anyone else lead; exit 3;
+  - when leadership is lost outright (our lease revoked or key deleted from outside):
+    SIGTERM to CMD, SIGKILL after the lesser of --grace and the safety margin; exit 3;
   - SIGINT and SIGTERM sent to geeh go to CMD first; geeh resigns once CMD has exited.
 
 CMD runs in a process group of its own, so a terminal's Ctrl-C reaches it once (through
@@ -73,9 +83,9 @@ def add_parsers(commands: Any) -> None:
         "--grace",
         metavar="S",
         type=positive_float,
-        default=DEFAULT_GRACE,
-        help=f"after a loss, seconds between SIGTERM and SIGKILL to CMD (default: "
-        f"{DEFAULT_GRACE:g})",
+        default=None,
+        help="seconds CMD gets between SIGTERM and SIGKILL; SIGTERM goes that long before "
+        "the lease could expire (default: TTL/5; at most TTL/3)",
     )
     add_connection_options(run, top_level=False)
     run.set_defaults(handler=run_while_leader)
@@ -84,6 +94,9 @@ def add_parsers(commands: Any) -> None:
 async def run_while_leader(args: argparse.Namespace, signals: Signals) -> int:
     if not args.command:
         error(args.prog, "no command given: geeh run NAME -- CMD [ARGS...]")
+        return EXIT_USAGE
+    if args.grace is not None and args.grace > args.ttl * MAX_GRACE_SHARE:
+        error(args.prog, f"--grace {args.grace:g} is over TTL/3 ({args.ttl * MAX_GRACE_SHARE:g})")
         return EXIT_USAGE
     value = args.value if args.value is not None else f"{socket.gethostname()}:{os.getpid()}"
     try:
@@ -103,6 +116,11 @@ async def run_while_leader(args: argparse.Namespace, signals: Signals) -> int:
 
 async def run_child(args: argparse.Namespace, leadership: Leadership, signals: Signals) -> int:
     """Start CMD now that we lead, and supervise it; resign when it is done."""
+    if args.grace is None:
+        args.grace = leadership.session.ttl * GRACE_SHARE
+    if not leadership.is_leader:  # lost while we got ready: CMD must not start
+        error(args.prog, f"lost leadership of {args.name} before CMD started")
+        return EXIT_LOST
     try:
         child = await asyncio.create_subprocess_exec(
             *args.command, env=child_environment(args, leadership), process_group=0
@@ -115,7 +133,7 @@ async def run_child(args: argparse.Namespace, leadership: Leadership, signals: S
         return await supervise(args, leadership, child, signals)
     finally:
         if child.returncode is None:  # we are failing: never leave CMD running unled
-            await stop_child(child, args.grace)
+            await stop_child(child, kill_margin(leadership, args.grace))
 
 
 def child_environment(args: argparse.Namespace, leadership: Leadership) -> dict[str, str]:
@@ -139,11 +157,14 @@ async def supervise(
     """Wait for CMD to exit, leadership to be lost, or signals to pass on to CMD."""
     exited = asyncio.ensure_future(child.wait())
     lost = asyncio.ensure_future(leadership.lost.wait())
+    risk = asyncio.ensure_future(at_risk(leadership, args.grace))
     try:
         while True:
             received = asyncio.ensure_future(signals.next())
             try:
-                await asyncio.wait({exited, lost, received}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {exited, lost, risk, received}, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 received.cancel()
             if exited.done():
@@ -151,19 +172,45 @@ async def supervise(
                 if not leadership.lost.is_set():
                     await resign(args.prog, leadership)
                 return status
+            if risk.done() and not lost.done():
+                error(
+                    args.prog,
+                    f"leadership of {args.name} at risk: no keepalive answered, the lease "
+                    f"may expire in {args.grace:g}s; stopping {args.command[0]} (pid {child.pid})",
+                )
+                # SIGKILL at the local deadline: before etcd can expire the lease.
+                await stop_child(child, max(0.0, leadership.session.deadline - time.monotonic()))
+                with contextlib.suppress(GeehError):  # it expires by itself if this fails
+                    await leadership.resign(timeout=1.0)
+                return EXIT_LOST
             if lost.done():
                 error(
                     args.prog,
                     f"lost leadership of {args.name}: {leadership.lost.reason}; "
                     f"stopping {args.command[0]} (pid {child.pid})",
                 )
-                await stop_child(child, args.grace)
+                await stop_child(child, kill_margin(leadership, args.grace))
                 return EXIT_LOST
             if received.done() and not received.cancelled():
                 signal_group(child, received.result())
     finally:
         exited.cancel()
         lost.cancel()
+        risk.cancel()
+
+
+async def at_risk(leadership: Leadership, grace: float) -> None:
+    """Return when the local deadline is ``grace`` seconds away and no keepalive moved it."""
+    while True:
+        left = leadership.session.deadline - grace - time.monotonic()
+        if left <= 0:
+            return
+        await asyncio.sleep(left)
+
+
+def kill_margin(leadership: Leadership, grace: float) -> float:
+    """After an outright loss, another leader may exist already: not more than the margin."""
+    return min(grace, safety_margin(leadership.session.ttl))
 
 
 def exit_status(returncode: int) -> int:
