@@ -23,6 +23,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # so that the EXIT trap stops etcd then too
 
 START=$(date +%s.%N)
 LAST=$START

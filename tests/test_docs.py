@@ -31,7 +31,6 @@ from geeh._proto import rpc_pb2
 from geeh.cli import build_parser
 from geeh.cli import parse as parse_command
 from geeh.failover import RANGE
-from geeh.local_etcd import LocalEtcdCluster
 
 PAGES = pages()
 BLOCKS = [b for page in PAGES for b in page.blocks]
@@ -92,7 +91,7 @@ Start = Callable[[Block], Coroutine[Any, Any, Snippet]]
 Since = Callable[[], Coroutine[Any, Any, list[bytes]]]
 
 
-def environment(etcd: LocalEtcdCluster) -> dict[str, str]:
+def environment(etcd: Any) -> dict[str, str]:
     """Where a reader would run the docs: `geeh` on PATH, GEEH_ENDPOINTS set."""
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -102,7 +101,7 @@ def environment(etcd: LocalEtcdCluster) -> dict[str, str]:
 
 
 @pytest.fixture
-async def start(etcd: LocalEtcdCluster, tmp_path: Path) -> AsyncIterator[Start]:
+async def start(etcd: Any, tmp_path: Path) -> AsyncIterator[Start]:
     """Start code blocks as scripts; any still running at the end of the test is killed."""
     started: list[Snippet] = []
 
@@ -131,7 +130,7 @@ async def start(etcd: LocalEtcdCluster, tmp_path: Path) -> AsyncIterator[Start]:
 
 @pytest.fixture
 async def since(
-    etcd: LocalEtcdCluster,
+    etcd: Any,
 ) -> AsyncIterator[Callable[[], Coroutine[Any, Any, list[bytes]]]]:
     """Keys created since the test began; none may be left at its end."""
     async with geeh.Client(etcd.endpoints) as client:
@@ -255,7 +254,7 @@ RUNNABLE = {"--help", "-h", "--version"}
 @pytest.mark.parametrize(
     ("block", "argv"), COMMANDS, ids=[f"{b.where}:{' '.join(a)}" for b, a in COMMANDS]
 )
-async def test_geeh_command(block: Block, argv: list[str], etcd: LocalEtcdCluster) -> None:
+async def test_geeh_command(block: Block, argv: list[str], etcd: Any) -> None:
     argv = [arg.replace(PLACEHOLDER, etcd.endpoints[0]) for arg in argv]
     try:
         parse_command(build_parser(), argv[1:])
@@ -301,3 +300,9 @@ def test_attributes_on_the_api_page_exist() -> None:
                 missing.append(f"{cls.__name__}.{name}")
     assert documented >= 10
     assert missing == []
+
+
+def test_every_export_is_on_the_api_page() -> None:
+    page = (ROOT / "docs" / "reference" / "api.md").read_text()
+    listed = set(re.findall(r"^\.\. auto(?:class|function|exception):: geeh\.(\w+)", page, re.M))
+    assert set(geeh.__all__) - {"__version__"} - listed == set()
