@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench lint protos etcd34 clean
+.PHONY: demo test test-slow bench lint docs dist wheel-smoke protos etcd34 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 ## test: the default suite (unit + integration against real etcd, lint, types)
 test: $(STAMP)
-	$(BIN)/ruff check src tests scripts examples benchmarks
+	$(BIN)/ruff check src tests scripts examples benchmarks docs
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -31,9 +31,23 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts examples benchmarks
-	$(BIN)/ruff format --check src tests scripts examples benchmarks
+	$(BIN)/ruff check src tests scripts examples benchmarks docs
+	$(BIN)/ruff format --check src tests scripts examples benchmarks docs
 	$(BIN)/mypy
+
+## docs: the documentation site in docs/_build/html; warnings are errors
+docs: $(STAMP)
+	$(BIN)/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
+
+## dist: an sdist and a wheel in dist/, checked by twine
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+## wheel-smoke: build the wheel, install it in a clean venv, run an election with it
+wheel-smoke: $(STAMP)
+	scripts/wheel-smoke.sh
 
 ## protos: regenerate src/geeh/_proto from the .proto files beside them
 protos: $(STAMP)
@@ -46,4 +60,4 @@ etcd34:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache docs/_build dist build

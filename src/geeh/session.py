@@ -112,9 +112,10 @@ class Lessor(ResumableStream[rpc.LeaseKeepAliveRequest, rpc.LeaseKeepAliveRespon
 class Session:
     """A lease and the task that keeps it alive.
 
-    Create one with ``await client.session(ttl)`` (or ``async with client.session(ttl)``); a
-    campaign makes its own when given none. ``expired`` is set, with a
-    :class:`~geeh.SessionExpired` reason, when the lease is lost; ``close()`` revokes it.
+    Create one with ``await client.session(ttl)`` (or ``async with await
+    client.session(ttl)``); a campaign makes its own when given none. ``expired`` is set,
+    with a :class:`~geeh.SessionExpired` reason, when the lease is lost; ``close()`` revokes
+    it.
     """
 
     def __init__(
