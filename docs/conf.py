@@ -59,6 +59,8 @@ nitpick_ignore_regex = [
     ),
     ("py:(class|obj|exc)", r"(BaseException|Exception|ValueError|Any|None)"),
     ("py:(class|obj)", r"(geeh\.\w+\.)?T"),  # type variables
+    # Internals that appear in signatures: the protobuf messages and the shared core.
+    ("py:(class|obj)", r"geeh\._proto\..*|geeh\.core\.Core"),
 ]
 
 

@@ -128,7 +128,7 @@ class Election:
         """Run ``await work(leadership)`` only while leader, campaigning again after each loss.
 
         On a loss, ``work`` is cancelled and awaited (it should stop within ``grace``
-        seconds; default: the session's safety margin, see :mod:`geeh.supervisor`) before
+        seconds; default: the session's safety margin) before
         anything else happens. When ``work`` returns or raises (the error is logged), we
         resign; then, with ``again`` (the default), campaign again; otherwise return its
         result or raise its error. ``on_elected(leadership)`` and ``on_lost(leadership,

@@ -77,7 +77,7 @@ class Compare:
         return f"<Compare {self.pb.key!r} {rpc.Compare.CompareTarget.Name(self.pb.target)}>"
 
 
-class _Target:
+class Target:
     """The left side of a comparison: ``kv.version(key) > 0`` makes a :class:`Compare`."""
 
     def __init__(self, key: Bytes, target: Any, field: str) -> None:
@@ -111,29 +111,29 @@ class _Target:
     __hash__ = None  # type: ignore[assignment]
 
 
-def value(key: Bytes) -> _Target:
+def value(key: Bytes) -> Target:
     """Compare the key's value (bytes or str)."""
-    return _Target(key, rpc.Compare.VALUE, "value")
+    return Target(key, rpc.Compare.VALUE, "value")
 
 
-def version(key: Bytes) -> _Target:
+def version(key: Bytes) -> Target:
     """Compare the key's version (0 = absent)."""
-    return _Target(key, rpc.Compare.VERSION, "version")
+    return Target(key, rpc.Compare.VERSION, "version")
 
 
-def create_revision(key: Bytes) -> _Target:
+def create_revision(key: Bytes) -> Target:
     """Compare the key's create revision (0 = absent): the fencing guard compares this."""
-    return _Target(key, rpc.Compare.CREATE, "create_revision")
+    return Target(key, rpc.Compare.CREATE, "create_revision")
 
 
-def mod_revision(key: Bytes) -> _Target:
+def mod_revision(key: Bytes) -> Target:
     """Compare the revision of the key's last modification."""
-    return _Target(key, rpc.Compare.MOD, "mod_revision")
+    return Target(key, rpc.Compare.MOD, "mod_revision")
 
 
-def lease(key: Bytes) -> _Target:
+def lease(key: Bytes) -> Target:
     """Compare the lease the key is attached to (0 = none)."""
-    return _Target(key, rpc.Compare.LEASE, "lease")
+    return Target(key, rpc.Compare.LEASE, "lease")
 
 
 class Op:
