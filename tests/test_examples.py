@@ -7,14 +7,17 @@ import contextlib
 import os
 import re
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from support.kv import joined
+from support.wait import eventually
 
 import geeh
 from geeh.local_etcd import LocalEtcdCluster, free_port
@@ -149,3 +152,28 @@ async def test_unreachable_etcd_is_one_line_and_exit_1(script: str, run: Run) ->
     err = await example.stderr()
     assert err.count("\n") == 1 and "cannot reach etcd" in err
     assert time.monotonic() - started < 5 + 5  # the default dial timeout, plus start-up
+
+
+async def test_sqlite_refuses_a_deposed_leaders_late_write(
+    etcd: LocalEtcdCluster, name: str, run: Run, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "register.db")
+    endpoints = ",".join(etcd.endpoints)
+    paused = await run(
+        "fenced_sqlite.py", "--endpoints", endpoints, "--pause-before-write", db, name, "a"
+    )
+
+    def stopped() -> bool:
+        return psutil.Process(paused.process.pid).status() == psutil.STATUS_STOPPED
+
+    await eventually(stopped, timeout=START, what="a to lead and pause before its write")
+    # a is frozen past its TTL: its lease expires on etcd and b takes over.
+    b = await run("fenced_sqlite.py", "--endpoints", endpoints, db, name, "b")
+    b_token = int((await b.line("b's write")).removeprefix("wrote "))
+    assert await b.wait() == 0
+    paused.process.send_signal(signal.SIGCONT)
+    late = await paused.line("a's late write")
+    assert late.startswith("rejected ") and int(late.split()[1]) < b_token
+    assert await paused.wait() == 0
+    row = sqlite3.connect(db).execute("SELECT value, token FROM register").fetchone()
+    assert row == ("b:1", b_token)
