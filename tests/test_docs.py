@@ -304,5 +304,7 @@ def test_attributes_on_the_api_page_exist() -> None:
 
 def test_every_export_is_on_the_api_page() -> None:
     page = (ROOT / "docs" / "reference" / "api.md").read_text()
-    listed = set(re.findall(r"^\.\. auto(?:class|function|exception):: geeh\.(\w+)", page, re.M))
+    listed = set(
+        re.findall(r"^\.\. auto(?:class|function|exception|module):: geeh\.(\w+)", page, re.M)
+    )
     assert set(geeh.__all__) - {"__version__"} - listed == set()
