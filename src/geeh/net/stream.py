@@ -131,9 +131,9 @@ class ResumableStream(Generic[Req, Resp]):
     async def _run(self) -> None:
         try:
             await self._loop()
-        except ClosedError:
-            return  # the transport was closed under us: the client is closing
         except Exception as err:
+            if isinstance(err, ClosedError) and (self._closed or self._transport.closed):
+                return  # the client is closing
             log.error("%s stream stopped by an internal error", self._name, exc_info=err)
             self._stopped = f"the {self._name} stream stopped after an internal error: {err!r}"
             stopped = ClosedError(self._stopped)
