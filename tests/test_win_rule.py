@@ -20,6 +20,7 @@ from support.wait import eventually, within
 
 import geeh
 from geeh.net.retry import RANGE
+from geeh.win import Verdict, WinRule
 
 NAME = "e"
 
@@ -81,6 +82,31 @@ async def next_move(fake: FakeEtcd, campaign: asyncio.Future[Any]) -> None:
     """Wait until the campaign acted on what it was sent: it ended or sent a request."""
     sent = len(fake.requests)
     await eventually(lambda: campaign.done() or len(fake.requests) > sent, what="a move")
+
+
+# -- the rule alone ---------------------------------------------------------------------------
+
+
+def test_the_rule_leads_only_when_the_ordered_watch_is_past_every_deletion() -> None:
+    rule = WinRule(b"ours", [b"pred", b"pp"], complete=True, read=9)
+    assert rule.saw({b"pp"}, 12, ordered=False) is None
+    assert rule.saw({b"pred"}, 10, ordered=True) is Verdict.CONFIRM
+    assert rule.highest == 12
+    in_order = WinRule(b"ours", [b"pred", b"pp"], complete=True, read=9)
+    assert in_order.saw({b"pp"}, 10, ordered=False) is None
+    assert in_order.saw({b"pred"}, 12, ordered=True) is Verdict.LEAD
+
+
+def test_the_rule_never_gives_a_verdict_on_an_incomplete_line() -> None:
+    rule = WinRule(b"ours", [b"pred", b"pp"], complete=False, read=9)
+    assert rule.saw({b"pp"}, 10, ordered=False) is None
+    assert rule.saw({b"pred"}, 11, ordered=True) is None
+
+
+def test_the_rule_ends_the_campaign_on_our_own_deletion() -> None:
+    rule = WinRule(b"ours", [b"pred"], complete=True, read=9)
+    with pytest.raises(geeh.CandidateRemoved):
+        rule.saw({b"pred", b"ours"}, 10, ordered=True)
 
 
 # -- finding 2: a false win across two watches ----------------------------------------------
@@ -240,3 +266,5 @@ async def test_own_key_watcher_failure_is_a_loss(fake: FakeEtcd, client: geeh.Cl
     assert isinstance(reason, geeh.CandidateRemoved)
     assert "permission denied" in str(reason)
     assert not leadership.is_leader
+    await within(client.close(), 5, "the client to close after the loss")
+    assert client.core.transport.closed

@@ -391,7 +391,8 @@ class Campaign:
                 except EtcdUnavailable as err:
                     # While etcd cannot be read it cannot be watched either; the session's
                     # deadline bounds how long we may trust the lease meanwhile.
-                    log.info("re-reading candidate key %s: %s; retrying", show(key), err)
+                    level = logging.INFO if backoff.attempt == 0 else logging.DEBUG
+                    log.log(level, "re-reading candidate key %s: %s; retrying", show(key), err)
                     await asyncio.sleep(backoff.next_delay())
             backoff.reset()
             if not response.kvs or response.kvs[0].create_revision != token:
