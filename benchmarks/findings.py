@@ -11,7 +11,8 @@ import inspect
 import statistics
 from typing import Any
 
-from geeh.election import DEFAULT_TTL, READ_AHEAD_DELAY
+from geeh.election import DEFAULT_TTL
+from geeh.win import READ_AHEAD_DELAY
 
 from .common import ETCDCTL, GEEH, Series, ms, ratio
 from .scale import SETTLE as SCALE_SETTLE
@@ -162,7 +163,7 @@ def _handoff_finding(data: dict[str, Any]) -> list[str]:
         "guarded Txn-Delete. The successor already knows the leader is the only key ahead "
         "of it, and watches one key range spanning its own key and the leader's, so their "
         "deletions arrive in revision order: the DELETE event alone makes it leader, with "
-        "no read (`_Line` in `src/geeh/election.py`). It learned that one hand-off earlier: "
+        "no read (`Line` in `src/geeh/win.py`). It learned that one hand-off earlier: "
         "a waiter reads its own key and up to two older ones, and when the one before its "
         "predecessor goes (the old leader, at the previous hand-off), it reads again, "
         f"{READ_AHEAD_DELAY * 1000:.0f} ms later, out of the way of the successor's takeover "
@@ -344,10 +345,10 @@ def _event_path_finding(data: dict[str, Any]) -> list[str]:
         steps.append("`ResumableStream._read` (`src/geeh/failover.py`)")
     steps.append(
         "`WatchHub.received` -> `Watch._deliver`, one `put_nowait` into the waiting line's "
-        "inbox (`_Line`, `src/geeh/election.py`), which all its watches and the campaign's "
+        "inbox (`Line`, `src/geeh/win.py`), which all its watches and the campaign's "
         "`gone` future share"
     )
-    steps.append("`_Line.watch` in the campaign's own task, awaiting that inbox")
+    steps.append("`Line.wait` in the campaign's own task, awaiting that inbox")
     L = [
         "**#. The per-event cost of Python's gRPC aio stream.** The bare floor, one Delete "
         "commit plus one watch event delivered (section 1b): " + "; ".join(floors) + ". "

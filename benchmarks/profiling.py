@@ -29,7 +29,7 @@ from .common import RESULTS, Config, Etcd, Series
 # Where the sampled window went, by the outermost frame of these functions (not nested).
 SHARES = {
     "resign": ("Leadership.resign",),
-    "watch events": ("WatchHub._read", "_Line.watch"),
+    "watch events": ("WatchHub._read", "Line.wait"),
     "wait read": ("Campaign._wait",),
     "idle in epoll": ("epoll.poll",),
 }

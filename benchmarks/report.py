@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from geeh.election import READ_AHEAD_DELAY
+from geeh.win import READ_AHEAD_DELAY
 
 from . import findings
 from .common import ETCDCTL, GEEH, RESULTS, Series, ms, ratio

@@ -25,7 +25,7 @@ from .common import Config, Etcd, Proc, Series
 
 TTL = 60  # keeps 1000 sessions' keepalives at 50/s; a hand-off does not depend on the TTL
 # Counted after the win: what the hand-off set off among the candidates behind (their
-# read-ahead waits geeh.election.READ_AHEAD_DELAY) belongs to it.
+# read-ahead waits geeh.win.READ_AHEAD_DELAY) belongs to it.
 SETTLE = 0.25
 
 

@@ -1,23 +1,25 @@
 """The election recipe: etcd's Go ``concurrency.Election``, step for step, made failure-proof.
 
-    join:   Txn(if CreateRevision(key) == 0 then Put(key, value, lease) else Range(key))
-            key = prefix + lease ID in hex; my revision = the key's create revision
-    wait:   loop: read the newest key created before mine;
-                  none -> elected; else watch that one key until it is deleted
-    lead:   until resign (guarded delete) or loss (our key deleted, lease lost)
+    join:     Txn(if CreateRevision(key) == 0 then Put(key, value, lease) else Range(key))
+              key = prefix + lease ID in hex; my revision = the key's create revision
+    wait:     loop: read the newest keys created before mine; none -> elected;
+                    else follow their deletions until the win rule (win.py) is met
+    lead:     until resign (guarded delete) or loss (our key deleted, lease lost)
+    withdraw: a failed or cancelled campaign deletes its key, whatever state it was in
 
 Where it differs from Go, it is to be correct under failure:
 - the wait's read also returns our own key, so a campaign whose key or lease vanished fails
   (CandidateRemoved, SessionExpired) instead of reporting a win;
 - every write is a compare-and-swap, so a retry after a lost response cannot change the
-  outcome; a failed or cancelled campaign deletes its key, whatever state it was in.
+  outcome;
+- a watcher on our own key reports its deletion; if that watcher fails, the campaign or
+  leadership ends with CandidateRemoved (we can no longer tell, so we withdraw).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from collections.abc import Generator
 from typing import Any
@@ -28,26 +30,25 @@ from .errors import (
     CandidateRemoved,
     ClosedError,
     Compacted,
-    ElectionError,
     EtcdError,
+    EtcdUnavailable,
     InvalidArgument,
 )
 from .keys import candidate_key, election_prefix, prefix_end, show, to_bytes
 from .leader import Leader
 from .leadership import Leadership, owns
-from .net.retry import RANGE, TXN
+from .net.retry import RANGE, TXN, Backoff
 from .observe import Observation
 from .session import Session, check_ttl
 from .supervisor import OnElected, OnLost, Supervisor, Work
-from .watch import NOPUT, Inbox, Watch, WatchHub
+from .watch import NOPUT, Watch
+from .win import Line, Verdict
 
 log = logging.getLogger("geeh.election")
 
 DEFAULT_TTL = 10
 # etcd's default --max-request-bytes; a larger value would be refused by etcd anyway.
 MAX_VALUE_BYTES = 1536 * 1024
-# How long a waiting candidate lets a hand-off settle before its read-ahead (see _Line.watch).
-READ_AHEAD_DELAY = 0.05
 
 
 class Election:
@@ -219,7 +220,10 @@ class Campaign:
             session.check()
             session.expired.add_callback(expired)
             join_revision, token = await self._join(session, key)
-            watcher = asyncio.ensure_future(self._watch_own_key(key, token, join_revision, gone))
+            watcher = asyncio.get_running_loop().create_task(
+                self._watch_own_key(key, token, join_revision, gone),
+                name=f"geeh-own-key-{session.lease:x}",
+            )
             await self._wait(session, key, token, gone)
             leadership = Leadership(
                 core,
@@ -236,10 +240,10 @@ class Campaign:
             core.leaderships.add(leadership)
             return leadership
         except BaseException:
-            if watcher is not None:
-                watcher.cancel()
             session.expired.remove_callback(expired)
-            await core.tasks.finish(self._withdraw(session, key, owns_session), name="withdraw")
+            await core.tasks.finish(
+                self._withdraw(session, key, owns_session, watcher), name="withdraw"
+            )
             raise
 
     async def _join(self, session: Session, key: bytes) -> tuple[int, int]:
@@ -273,17 +277,9 @@ class Campaign:
     ) -> None:
         """Wait until no key created before ours is left; fail if ours goes first.
 
-        Go reads again after each deletion of its predecessor; so does this, with changes
-        that take the read off the hand-off's critical path (see :class:`_Line`):
-        - the read returns our key and up to two older ones, the predecessor and the key
-          before it, each watched from the read's revision on;
-        - if the predecessor is the only older key and goes while ours exists, we lead as of
-          that revision, with no read: older keys never appear again (create revisions only
-          grow). A watch spanning our key and the predecessor's (the key range between
-          them) delivers their deletions in revision order, so ours cannot go unseen first;
-        - when the key before the predecessor goes, the predecessor leads; we read again a
-          moment later (or never, if the read saw nothing older), ready for the case above.
-        Our own key's deletion ends the campaign (CandidateRemoved), even in the same batch.
+        Go reads again after each deletion of its predecessor. This reads our key and up to
+        two older ones, then follows their deletions (:class:`~geeh.win.Line`) until the win
+        rule (:class:`~geeh.win.WinRule`) proves a win, or asks for a read that confirms it.
         """
         core = self.election._core
         while True:
@@ -309,16 +305,23 @@ class Campaign:
                     raise gone.result()
                 raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
             if len(kvs) == 1:
-                return
+                break
             older = [kv.key for kv in kvs[1:]]
-            with _Line(core.watches, key, older, complete=not response.more) as line:
-                outcome = await line.watch(response.header.revision + 1, gone)
-            if outcome is _Outcome.LEAD:
-                return
-            if outcome is _Outcome.CONFIRM:
-                if await self._still_ours(key, token, line.revision):
-                    return
+            line = Line(
+                core.watches, key, older, complete=not response.more, read=response.header.revision
+            )
+            with line:
+                verdict = await line.wait(gone)
+            if verdict is Verdict.LEAD:
+                break
+            if verdict is Verdict.CONFIRM:
+                if await self._still_ours(key, token, line.rule.highest):
+                    break
                 raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
+        # Not a win after all if the campaign ended meanwhile (Go #19597: a lease gone).
+        if gone.done():
+            raise gone.result()
+        session.check()
 
     async def _still_ours(self, key: bytes, token: int, revision: int) -> bool:
         """Whether our key existed at ``revision`` (and so all along: same create revision).
@@ -341,32 +344,72 @@ class Campaign:
     async def _watch_own_key(
         self, key: bytes, token: int, revision: int, gone: asyncio.Future[BaseException]
     ) -> None:
-        """Resolve ``gone`` when our key is deleted; re-read after compaction."""
+        """Resolve ``gone`` when our key is deleted, or when we can no longer tell.
+
+        The owner of this task sees any end of it through ``gone``: a watcher that failed (a
+        refusal from etcd, a broken watch stream, a bug) ends the campaign or leadership with
+        CandidateRemoved, the candidacy being withdrawn as if removed. Only the client's close
+        (or cancelling the task) ends it quietly.
+        """
+        try:
+            await self._follow_own_key(key, token, revision)
+            reason: BaseException = CandidateRemoved(
+                f"candidate key {show(key)} was deleted (or its lease revoked)"
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if isinstance(err, ClosedError) and self.election._core.closed:
+                return
+            log.error("watching candidate key %s failed: %r", show(key), err)
+            reason = CandidateRemoved(
+                f"candidate key {show(key)}: its watch failed ({err}); the candidacy is "
+                "withdrawn, as if removed"
+            )
+        if not gone.done():
+            gone.set_result(reason)
+
+    async def _follow_own_key(self, key: bytes, token: int, revision: int) -> None:
+        """Return when our key is deleted; re-read after compaction, retrying outages."""
         core = self.election._core
+        backoff = Backoff(base=0.1, cap=2.0)
         while True:
-            own = core.watches.watch(key, start_revision=revision + 1, filters=[NOPUT])
-            with own:
+            with core.watches.watch(key, start_revision=revision + 1, filters=[NOPUT]) as own:
                 try:
                     await _next_delete(own)
+                    return
                 except Compacted:
+                    pass
+            # Compaction is routine here: this watch filters PUTs out, so its next revision
+            # never advances, and any reconnect after a compaction finds it compacted.
+            while True:
+                try:
                     response = await core.transport.call(
                         RANGE, rpc.RangeRequest(key=key, keys_only=True), what="campaign"
                     )
-                    if response.kvs and response.kvs[0].create_revision == token:
-                        revision = response.header.revision
-                        continue
-                except ClosedError:
-                    return
-            if not gone.done():
-                gone.set_result(
-                    CandidateRemoved(
-                        f"candidate key {show(key)} was deleted (or its lease revoked)"
-                    )
-                )
-            return
+                    break
+                except EtcdUnavailable as err:
+                    # While etcd cannot be read it cannot be watched either; the session's
+                    # deadline bounds how long we may trust the lease meanwhile.
+                    level = logging.INFO if backoff.attempt == 0 else logging.DEBUG
+                    log.log(level, "re-reading candidate key %s: %s; retrying", show(key), err)
+                    await asyncio.sleep(backoff.next_delay())
+            backoff.reset()
+            if not response.kvs or response.kvs[0].create_revision != token:
+                return
+            revision = response.header.revision
 
-    async def _withdraw(self, session: Session, key: bytes, owns_session: bool) -> None:
-        """Remove what a failed or cancelled campaign left: our key, and our own lease."""
+    async def _withdraw(
+        self,
+        session: Session,
+        key: bytes,
+        owns_session: bool,
+        watcher: asyncio.Task[None] | None,
+    ) -> None:
+        """Remove what a failed or cancelled campaign left: its watcher, key, and own lease."""
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.wait({watcher})
         if owns_session:
             await session.close()  # revoking the lease deletes the key with it
             return
@@ -390,112 +433,3 @@ async def _next_delete(w: Watch) -> None:
         batch = await w.next()
         if any(e.type == e.DELETE for e in batch.events):
             return
-
-
-class _Outcome(enum.Enum):
-    LEAD = "no older key is left, and ours is in place"
-    CONFIRM = "no older key is left; check ours is in place"
-    READ = "read again: the line ahead changed or a watch broke off"
-
-
-class _Line:
-    """The keys just ahead of ours in line (newest first), and the watches on them.
-
-    Only a line that is ``complete`` (nothing older than ``older[-1]`` at the read) can end in
-    a win; the others end in a read. A complete line watches the key range spanning our key
-    and the predecessor's, for the ordered win with no read. But key order is lease-ID order,
-    not join order (leases from different members, or granted concurrently), so the range may
-    hold other candidates' keys, whose deletions would reach us too: a herd in a large
-    election. Lines far back therefore watch the predecessor's key alone, and so does a
-    complete line after the first deletion of another key in its range; if the predecessor
-    then goes, our own key is confirmed by a read instead of by the order of events.
-    """
-
-    def __init__(self, hub: WatchHub, key: bytes, older: list[bytes], *, complete: bool) -> None:
-        self._hub = hub
-        self.key = key
-        self.older = older
-        self.complete = complete
-        self._inbox: Inbox = asyncio.Queue()
-        self._watches: dict[bytes, Watch] = {}
-        self._ordered: Watch | None = None  # the watch spanning our key and the predecessor's
-        self.revision = 0  # of the deletion that decided the outcome
-
-    def _watch_predecessor(self, revision: int, *, ordered: bool) -> None:
-        predecessor = self.older[0]
-        if ordered:
-            low, high = sorted((self.key, predecessor))
-            self._ordered = self._watch(low, high + b"\x00", revision)
-        else:
-            self._ordered = None
-            self._watch(predecessor, b"", revision)
-
-    def _watch(self, key: bytes, range_end: bytes, revision: int) -> Watch:
-        w = self._watches[key] = self._hub.watch(
-            key, range_end=range_end, start_revision=revision, filters=[NOPUT], queue=self._inbox
-        )
-        return w
-
-    async def watch(self, revision: int, gone: asyncio.Future[BaseException]) -> _Outcome:
-        """Follow deletions ahead of us from ``revision`` until the outcome is known."""
-        self._watch_predecessor(revision, ordered=self.complete)
-        if len(self.older) == 2:
-            self._watch(self.older[1], b"", revision)
-
-        def woken(reason: asyncio.Future[BaseException]) -> None:
-            self._inbox.put_nowait((None, reason.result()))  # type: ignore[arg-type]
-
-        gone.add_done_callback(woken)
-        read_at: float | None = None
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(read_at):
-                        w, item = await self._inbox.get()
-                except TimeoutError:
-                    return _Outcome.READ
-                if w is not None and self._watches.get(w.key) is not w:
-                    continue  # cancelled already
-                if isinstance(item, Compacted):
-                    return _Outcome.READ
-                if isinstance(item, BaseException):
-                    raise _reason(gone, item)
-                deleted = {e.kv.key for e in item.events if e.type == e.DELETE}
-                if self.key in deleted:
-                    raise CandidateRemoved(
-                        f"candidate key {show(self.key)} was deleted while waiting"
-                    )
-                ordered = w is self._ordered
-                if ordered and deleted - {*self.older, self.key}:
-                    self._watches.pop(w.key).cancel()  # crowded: see the class doc
-                    self._watch_predecessor(w.next_revision, ordered=False)
-                if len(self.older) == 2 and self.older[1] in deleted:
-                    # Its watch is left to the line's end: no cancel sent mid-hand-off.
-                    self.older.pop()
-                    if not self.complete:
-                        # Why later: this deletion is usually the old leader's, and our read
-                        # (etcd sorts the whole election for it) would compete with the
-                        # successor's takeover. Nothing needs it before the next hand-off.
-                        read_at = asyncio.get_running_loop().time() + READ_AHEAD_DELAY
-                if self.older[0] in deleted:
-                    self.revision = item.events[-1].kv.mod_revision
-                    if len(self.older) == 2 or not self.complete:
-                        return _Outcome.READ
-                    return _Outcome.LEAD if ordered else _Outcome.CONFIRM
-        finally:
-            gone.remove_done_callback(woken)
-
-    def __enter__(self) -> _Line:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for w in self._watches.values():
-            w.cancel()
-        self._watches.clear()
-
-
-def _reason(gone: asyncio.Future[BaseException], item: BaseException) -> BaseException:
-    reason = gone.result() if gone.done() else item
-    if isinstance(reason, ElectionError | ClosedError):
-        return reason
-    return ClosedError(str(reason))

@@ -164,7 +164,9 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         read at next_revision - 1 fails with "compacted" exactly when next_revision <= the
         compaction revision; the consumer then re-reads, as for any compacted watch.
         Compaction is global, so the watches are checked oldest first and the first that
-        passes clears all the rest: usually one read per re-open.
+        passes clears all the rest: usually one read per re-open. Only etcd's "required
+        revision has been compacted" means compaction; a "future revision" means a member
+        behind, where none of the watches can be compacted yet.
         """
         for w in sorted(self._watches.values(), key=lambda w: w.next_revision):
             if w.next_revision <= 1:
@@ -185,6 +187,10 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
             except EtcdError as err:
                 if err.code != "OUT_OF_RANGE":
                     raise
+                if "future revision" in str(err):
+                    return  # this member is behind even the oldest watch: none is compacted
+                if "required revision has been compacted" not in str(err):
+                    raise  # another refusal: back off and try again
                 if self._watches.pop(w.watch_id, None) is not None:
                     w._deliver(Compacted(w.next_revision - 1))
 
@@ -229,11 +235,18 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
             w.next_revision = response.events[-1].kv.mod_revision + 1
             w._deliver(Batch(response.header.revision, response.events))
 
+    def failed(self, err: ClosedError) -> None:
+        self._end_all(err)
+        super().failed(err)
+
+    def _end_all(self, err: ClosedError) -> None:
+        watches, self._watches = list(self._watches.values()), {}
+        for w in watches:
+            w._deliver(err)
+
     async def close(self) -> None:
         if not self._closed:
-            for w in list(self._watches.values()):
-                w._deliver(ClosedError("the client is closed"))
-            self._watches.clear()
+            self._end_all(ClosedError("the client is closed"))
         await super().close()
 
 

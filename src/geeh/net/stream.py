@@ -28,6 +28,11 @@ class ResumableStream(Generic[Req, Resp]):
     :meth:`opened` then replays what the new stream must carry (watches to re-create,
     keepalives to resend). Failed re-opens back off with jitter; the backoff resets as soon
     as a member answers anything, so a cluster without quorum is not hammered.
+
+    Only a connection or etcd error is the member's fault. Anything else is a bug, which
+    another member would not cure: it is logged, the stream stops for good, and everything
+    that depends on it ends with a ClosedError naming it (:meth:`failed`), so that its owners
+    see it (a leadership turns it into a loss) instead of a stream re-opened in a loop.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class ResumableStream(Generic[Req, Resp]):
         self._open: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._stopped: str | None = None  # why the stream stopped for good, after a bug
         self.heard = 0.0  # when the current stream last delivered anything
 
     # -- for subclasses ------------------------------------------------------------------
@@ -63,6 +69,10 @@ class ResumableStream(Generic[Req, Resp]):
     def stream_ended(self) -> None:
         """The stream is gone; fail or forget what was in flight on it."""
 
+    def failed(self, err: ClosedError) -> None:
+        """The stream stopped for good after a bug: end everything that depends on it."""
+        self.stream_ended()
+
     async def watchdog(self, endpoint: str) -> None:
         """Raise ConnectionError to leave ``endpoint`` (e.g. it went silent). Default: never."""
         await asyncio.Event().wait()
@@ -70,8 +80,7 @@ class ResumableStream(Generic[Req, Resp]):
     # -- for users -------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._closed:
-            raise ClosedError("the client is closed")
+        self._check()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
@@ -86,27 +95,52 @@ class ResumableStream(Generic[Req, Resp]):
         """Start the stream if needed and wait until one is open."""
         self.start()
         while self._outbox is None:
-            if self._closed:
-                raise ClosedError("the client is closed")
+            self._check()
             if self._open is None or self._open.done():
                 self._open = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._open)
 
-    async def close(self) -> None:
+    def _check(self) -> None:
+        if self._stopped is not None:
+            raise ClosedError(self._stopped)
         if self._closed:
-            return
-        self._closed = True
+            raise ClosedError("the client is closed")
+
+    def _wake(self, err: ClosedError) -> None:
         if self._open is not None and not self._open.done():
-            self._open.set_exception(ClosedError("the client is closed"))
+            self._open.set_exception(err)
             self._open.exception()  # retrieved: nobody may be waiting
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+
+    async def close(self) -> None:
+        """Stop the stream and wait until it has stopped. Idempotent.
+
+        A close that is itself cancelled raises CancelledError (the stream still stops; a
+        second close waits for it).
+        """
+        if not self._closed:
+            self._closed = True
+            self._wake(ClosedError("the client is closed"))
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            # Not ``await task``: its CancelledError would be indistinguishable from ours.
+            await asyncio.wait({task})
 
     # -- the loop --------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception as err:
+            if isinstance(err, ClosedError) and (self._closed or self._transport.closed):
+                return  # the client is closing
+            log.error("%s stream stopped by an internal error", self._name, exc_info=err)
+            self._stopped = f"the {self._name} stream stopped after an internal error: {err!r}"
+            stopped = ClosedError(self._stopped)
+            self._wake(stopped)
+            self.failed(stopped)
+
+    async def _loop(self) -> None:
         transport = self._transport
         backoff = Backoff()
         first = True
@@ -151,6 +185,8 @@ class ResumableStream(Generic[Req, Resp]):
             )
             if failure is None or self._closed:
                 continue
+            if not isinstance(failure, ConnectionError | EtcdError):
+                raise failure  # a bug, not the member's fault
             if isinstance(failure, StreamUnauthenticated) and transport.auth is not None:
                 with contextlib.suppress(EtcdError):  # if it fails, back off and try again
                     await transport.authenticate(stale=token)
@@ -173,6 +209,8 @@ class ResumableStream(Generic[Req, Resp]):
             if err.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise StreamUnauthenticated(message) from None
             raise ConnectionError(message) from None
+        except grpc.RpcError as err:
+            raise ConnectionError(f"{self._name} stream: {err}") from None
         raise ConnectionError(f"{self._name} stream ended")
 
 
