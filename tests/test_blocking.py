@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 
@@ -117,8 +118,6 @@ def test_queue_close_is_idempotent_and_final(etcd: LocalEtcdCluster, name: str) 
         async with geeh.Client(etcd.endpoints) as client:
             return await client.election(name).leader()
 
-    import asyncio
-
     assert asyncio.run(leader()) is None, "closing the queue resigns its elections"
 
 
@@ -142,4 +141,88 @@ def test_elected_is_cleared_on_loss_and_a_new_campaign_can_start(
         again = election.campaign()
         assert again is not first
         assert again.result(timeout=5) and election.elected
+        election.resign()
+
+
+def test_a_call_that_times_out_cancels_its_operation() -> None:
+    with geeh.ActiveCompletionQueue() as q:
+        ended = threading.Event()
+
+        async def forever() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                ended.set()
+
+        with pytest.raises(geeh.Timeout) as raised:
+            q.call(forever(), timeout=0.1)
+        assert isinstance(raised.value, TimeoutError), "Timeout is still a TimeoutError"
+        assert ended.is_set(), "the operation was left running after its timeout"
+
+        async def own_timeout() -> None:
+            raise TimeoutError("the operation's own")
+
+        with pytest.raises(TimeoutError, match="the operation's own") as raised:
+            q.call(own_timeout(), timeout=5)
+        assert not isinstance(raised.value, geeh.Timeout)
+
+
+def test_a_blocking_call_on_the_queues_thread_fails_at_once() -> None:
+    with geeh.ActiveCompletionQueue() as q:
+
+        async def nested() -> None:
+            q.call(asyncio.sleep(0), timeout=5)
+
+        with pytest.raises(geeh.WrongThread) as raised:
+            q.call(nested(), timeout=5)
+        assert isinstance(raised.value, RuntimeError)
+
+
+def test_closing_the_queue_from_a_callback_on_its_loop(etcd: LocalEtcdCluster, name: str) -> None:
+    q = geeh.ActiveCompletionQueue()
+    election = geeh.LeaderElection(q, etcd.endpoints, name, "v", ttl=5)
+    assert election.campaign().result(timeout=5)
+    returned = threading.Event()
+
+    def close_from_the_loop() -> None:
+        q.close()
+        returned.set()
+
+    q.loop.call_soon_threadsafe(close_from_the_loop)
+    assert returned.wait(5), "close() on the loop's thread blocked"
+    q.close()  # waits for the close the callback started
+    assert not q._thread.is_alive()
+    assert not any(t.name.startswith("geeh") for t in threading.enumerate()), "threads leaked"
+    with pytest.raises(geeh.ClosedError):
+        q.client(etcd.endpoints)
+
+    async def leader() -> geeh.Leader | None:
+        async with geeh.Client(etcd.endpoints) as client:
+            return await client.election(name).leader()
+
+    assert asyncio.run(leader()) is None, "the close resigned the election"
+
+
+def test_keys_and_values_are_str_and_lose_no_byte(etcd: LocalEtcdCluster, name: str) -> None:
+    """Bytes that are not UTF-8 come back as surrogate escapes: encoded back, they are the
+    bytes etcd holds, and passed back in, they write those same bytes."""
+    raw = b"\xff\xfeok"
+    with geeh.ActiveCompletionQueue() as q:
+        client = q.client(etcd.endpoints)
+        changes: queue.Queue[tuple[str, str]] = queue.Queue()
+        observer = geeh.watch_election(q, client, name)
+        observer.subscribe(lambda key, value: changes.put((key, value)))
+        assert next_change(changes, "no leader") == ("", "")
+        election = geeh.LeaderElection(q, client, name, raw, ttl=5)
+        assert isinstance(election.value, str)
+        assert election.value.encode("utf-8", "surrogateescape") == raw
+        assert election.campaign().result(timeout=5)
+        key, value = next_change(changes, "leader")
+        assert (key, value) == (election.key, election.value)
+        assert value.encode("utf-8", "surrogateescape") == raw
+        election.proclaim(value + "!")
+        key, value = next_change(changes, "proclaim")
+        leader = q.call(client.election(name).leader(), timeout=5)
+        assert leader is not None and leader.value == raw + b"!"
+        assert value.encode("utf-8", "surrogateescape") == raw + b"!"
         election.resign()

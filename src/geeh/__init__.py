@@ -25,6 +25,8 @@ from .errors import (
     InvalidArgument,
     NotLeader,
     SessionExpired,
+    Timeout,
+    WrongThread,
 )
 from .kv import KeyValue, TxnResult
 from .leader import Leader
@@ -57,7 +59,9 @@ __all__ = [
     "Observation",
     "Session",
     "SessionExpired",
+    "Timeout",
     "TxnResult",
+    "WrongThread",
     "__version__",
     "kv",
     "watch_election",

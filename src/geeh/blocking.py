@@ -4,6 +4,16 @@ An :class:`ActiveCompletionQueue` owns a background thread that runs an asyncio 
 :class:`LeaderElection` and :func:`watch_election` run the asyncio core on it and hand back
 ``concurrent.futures.Future`` objects and callbacks. Callbacks run on a thread of their own
 per observer, so a slow callback never stalls the event loop.
+
+Text, as in the C++ gee-h: keys and values are ``str`` here (the asyncio API uses bytes).
+etcd's bytes are decoded as UTF-8 with ``errors="surrogateescape"``: a byte that is not valid
+UTF-8 is kept as a surrogate escape, so ``text.encode("utf-8", "surrogateescape")`` gives back
+exactly the bytes etcd holds, and such a str passed back in (to ``proclaim``, say) is written
+as those same bytes. Arguments may be ``str`` or ``bytes``.
+
+A blocking call given a ``timeout`` that passes raises :class:`~geeh.Timeout` (a
+``TimeoutError``) after cancelling the operation; one made on the queue's own thread (in a
+callback that runs on the loop) raises :class:`~geeh.WrongThread` at once.
 """
 
 from __future__ import annotations
@@ -14,12 +24,12 @@ import contextlib
 import datetime
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from .client import Client
+from .completion_queue import ActiveCompletionQueue, Endpoints
 from .election import DEFAULT_TTL, Election
-from .errors import ClosedError, EtcdUnavailable, InvalidArgument, NotLeader
+from .errors import ClosedError, InvalidArgument, NotLeader, Timeout
 from .keys import to_bytes
 from .leader import Leader
 from .leadership import Leadership
@@ -28,107 +38,19 @@ from .session import check_ttl
 
 log = logging.getLogger("geeh.blocking")
 
-T = TypeVar("T")
-Endpoints = str | Sequence[str] | Client | None
+__all__ = ["ActiveCompletionQueue", "ElectionObserver", "LeaderElection", "watch_election"]
 
 
-class ActiveCompletionQueue:
-    """A background thread running the event loop that drives gee-h's blocking API.
+def text(data: bytes) -> str:
+    """etcd's bytes as the blocking API's str: UTF-8, any other byte kept as an escape."""
+    return data.decode("utf-8", "surrogateescape")
 
-    Close it (or use ``with``) to stop everything it drives: elections resign, observers
-    stop, clients it made are closed, and the thread is joined.
-    """
 
-    def __init__(self, name: str = "geeh-loop") -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
-        self._owned: list[Any] = []
-        self._closed = False  # no new work from users
-        self._stopped = False  # the loop no longer runs: no work at all
-        self._lock = threading.Lock()
-        self._thread.start()
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the thread runs; create asyncio objects for it only through submit()."""
-        return self._loop
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Run ``coro`` on the loop; returns a Future for its result."""
-        if self._stopped:
-            coro.close()
-            raise ClosedError("the completion queue is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and wait for its result."""
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise RuntimeError("a blocking gee-h call was made from the completion queue's thread")
-        return self.submit(coro).result(timeout)
-
-    def client(self, endpoints: str | Sequence[str] | None = None, **options: Any) -> Client:
-        """A connected :class:`Client` living on this queue's loop, closed with the queue."""
-
-        if self._closed:
-            raise ClosedError("the completion queue is closed")
-
-        async def make() -> Client:
-            client = Client(endpoints, **options)
-            await client.connect()
-            return client
-
-        try:
-            client = self.call(make())
-        except EtcdUnavailable:
-            raise
-        self._own(client)
-        return client
-
-    def _own(self, thing: Any) -> None:
-        with self._lock:
-            self._owned.append(thing)
-
-    def _resolve(self, endpoints_or_client: Endpoints) -> tuple[Client, bool]:
-        if isinstance(endpoints_or_client, Client):
-            return endpoints_or_client, False
-        return self.client(endpoints_or_client), True
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop everything the queue drives and join its thread. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            owned, self._owned = self._owned[::-1], []
-        for thing in owned:
-            with contextlib.suppress(Exception):
-                if isinstance(thing, Client):
-                    self.call(thing.close(), timeout)
-                else:
-                    thing.close()
-
-        async def cancel_rest() -> None:
-            me = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not me]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._loop.shutdown_asyncgens()
-
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(cancel_rest(), self._loop).result(timeout)
-        self._stopped = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
-        if not self._thread.is_alive():
-            self._loop.close()
-
-    def __enter__(self) -> ActiveCompletionQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def raw(value: str | bytes, what: str) -> bytes:
+    """The bytes a str or bytes argument stands for (the inverse of :func:`text`)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return to_bytes(value, what)
 
 
 def _seconds(ttl: float | datetime.timedelta) -> int:
@@ -146,6 +68,8 @@ class LeaderElection:
         elected = election.campaign().result()   # True once elected
         election.proclaim("v2")
         election.resign()
+
+    ``key`` and ``value`` are str (see the module's docstring for bytes that are not UTF-8).
     """
 
     def __init__(
@@ -161,9 +85,9 @@ class LeaderElection:
                 f"queue must be an ActiveCompletionQueue, not {type(queue).__name__}"
             )
         self._queue = queue
-        self._value = to_bytes(value, "value")
+        self._value = raw(value, "value")
         self._ttl = _seconds(ttl)
-        to_bytes(name, "election name")
+        name = raw(name, "election name")
         self._client, self._owns_client = queue._resolve(endpoints_or_client)
         self._election: Election = self._client.election(name)
         self._future: concurrent.futures.Future[bool] | None = None
@@ -206,8 +130,8 @@ class LeaderElection:
 
     @property
     def key(self) -> str:
-        """Our candidate key once elected, else ""."""
-        return self._leadership.key.decode(errors="replace") if self._leadership else ""
+        """Our candidate key once elected, else "" (str: see the module's docstring)."""
+        return text(self._leadership.key) if self._leadership else ""
 
     @property
     def token(self) -> int:
@@ -215,8 +139,9 @@ class LeaderElection:
         return self._leadership.token if self._leadership else 0
 
     @property
-    def value(self) -> bytes:
-        return self._leadership.value if self._leadership else self._value
+    def value(self) -> str:
+        """Our value: the last one proclaimed, else the one we campaign with."""
+        return text(self._leadership.value if self._leadership else self._value)
 
     @property
     def leadership(self) -> Leadership | None:
@@ -230,7 +155,7 @@ class LeaderElection:
             raise NotLeader("not elected")
         try:
             self._queue.call(leadership.lost.wait(), timeout)
-        except concurrent.futures.TimeoutError:
+        except Timeout:
             return False
         return True
 
@@ -243,7 +168,7 @@ class LeaderElection:
 
     def proclaim(self, value: str | bytes, timeout: float | None = None) -> None:
         """Publish a new value; raises NotLeader if we do not lead."""
-        data = to_bytes(value, "value")
+        data = raw(value, "value")
         if self._leadership is None:
             raise NotLeader("not elected")
         self._queue.call(self._leadership.proclaim(data), timeout)
@@ -291,14 +216,15 @@ class ElectionObserver:
     """Watch an election from blocking code (the C++ ``gh::watch_election``).
 
     ``subscribe(callback)`` calls ``callback(key, value)`` for the current leader and every
-    change after it; ``key == ""`` means "no current leader". Callbacks run in order on the
-    observer's own thread; one that raises is logged and the others go on.
+    change after it; ``key == ""`` means "no current leader". Both are str, decoded so that no
+    byte is lost (see the module's docstring). Callbacks run in order on the observer's own
+    thread; one that raises is logged and the others go on.
     """
 
     def __init__(
         self, queue: ActiveCompletionQueue, endpoints_or_client: Endpoints, name: str | bytes
     ) -> None:
-        to_bytes(name, "election name")
+        name = raw(name, "election name")
         self._queue = queue
         self._client, self._owns_client = queue._resolve(endpoints_or_client)
         self._election = self._client.election(name)
@@ -338,7 +264,7 @@ class ElectionObserver:
     def _deliver(self, subscription: Subscription, leader: Leader | None) -> None:
         if id(subscription) not in self._subscribers:
             return
-        key, value = (leader.key_str, leader.value_str) if leader is not None else ("", "")
+        key, value = (text(leader.key), text(leader.value)) if leader is not None else ("", "")
         try:
             subscription.callback(key, value)
         except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -75,6 +76,8 @@ class Client:
         self._core = Core(transport)
         self._kv = KV(transport)
         self._connected = False
+        self._closing = asyncio.Lock()
+        self._closed = False  # everything closed: set once close() ran to its end
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -110,10 +113,15 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Resign, revoke, stop everything this client started. Idempotent."""
-        if self._core.closed:
-            return
-        await self._core.close()
+        """Resign, revoke, stop everything this client started.
+
+        Idempotent: a second call waits for a first one that is running, and finishes what a
+        first one that was cut off (cancelled) left undone.
+        """
+        async with self._closing:
+            if not self._closed:
+                await self._core.close()
+                self._closed = True
 
     @property
     def closed(self) -> bool:

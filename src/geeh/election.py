@@ -19,11 +19,11 @@ Where it differs from Go, it is to be correct under failure:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Generator
 from typing import Any
 
+from . import withdraw
 from ._proto import rpc_pb2 as rpc
 from .core import Core
 from .errors import (
@@ -33,11 +33,12 @@ from .errors import (
     EtcdError,
     EtcdUnavailable,
     InvalidArgument,
+    SessionExpired,
 )
 from .keys import candidate_key, election_prefix, prefix_end, show, to_bytes
 from .leader import Leader
-from .leadership import Leadership, owns
-from .net.retry import RANGE, TXN, Backoff
+from .leadership import Leadership, modified_at, owns
+from .net.retry import RANGE, SAFE, TXN, Backoff
 from .observe import Observation
 from .session import Session, check_ttl
 from .supervisor import OnElected, OnLost, Supervisor, Work
@@ -249,27 +250,45 @@ class Campaign:
     async def _join(self, session: Session, key: bytes) -> tuple[int, int]:
         """Create our key, or adopt it if it exists (a retry, or a resumed lease).
 
-        Returns (revision at which the key is known to exist, its create revision).
+        Returns (revision at which the key is known to exist, its create revision). Resent
+        after a lost answer: while the campaign lasts, a first attempt applied late finds the
+        key there and changes nothing; after a withdraw it would create the key again, so an
+        attempt without an answer is recorded for the withdraw (see withdraw.py).
         """
+        transport = self.election._core.transport
+        candidacy = await withdraw.joining(session, key)
         put = rpc.PutRequest(key=key, value=self.value, lease=session.lease)
         txn = rpc.TxnRequest(
             compare=[owns(key, 0)],
             success=[rpc.RequestOp(request_put=put)],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))],
         )
-        transport = self.election._core.transport
-        response = await transport.call(TXN, txn, what="join election")
+        try:
+            response = await transport.call(
+                TXN, txn, retry=SAFE, unknown=candidacy.attempt_lost, what="join election"
+            )
+        except EtcdError as err:
+            if err.code == "NOT_FOUND":  # "requested lease not found"
+                raise SessionExpired(f"lease {session.lease:x} is gone: {err}") from None
+            raise
         if response.succeeded:
+            candidacy.token = response.header.revision
             return response.header.revision, response.header.revision
         existing = response.responses[0].response_range.kvs[0]
-        token = existing.create_revision
+        token = candidacy.token = existing.create_revision
         if existing.value != self.value:
+            # Guarded on the version it replaces too, so that one applied late cannot
+            # overwrite a value written after it.
             update = rpc.TxnRequest(
-                compare=[owns(key, token)], success=[rpc.RequestOp(request_put=put)]
+                compare=[owns(key, token), modified_at(key, existing.mod_revision)],
+                success=[rpc.RequestOp(request_put=put)],
+                failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))],
             )
-            again = await transport.call(TXN, update, what="join election")
+            again = await transport.call(TXN, update, retry=SAFE, what="join election")
             if not again.succeeded:
-                raise CandidateRemoved(f"candidate key {show(key)} vanished while joining")
+                kvs = again.responses[0].response_range.kvs
+                if not kvs or kvs[0].create_revision != token or kvs[0].value != self.value:
+                    raise CandidateRemoved(f"candidate key {show(key)} changed while joining")
         return response.header.revision, token
 
     async def _wait(
@@ -406,26 +425,19 @@ class Campaign:
         owns_session: bool,
         watcher: asyncio.Task[None] | None,
     ) -> None:
-        """Remove what a failed or cancelled campaign left: its watcher, key, and own lease."""
+        """Remove what a failed or cancelled campaign left: its watcher, key, and own lease.
+
+        Our own session: revoking its lease deletes the key, and a join attempt applied later
+        fails ("requested lease not found"). A shared session's lease lives on: the key is
+        deleted until etcd confirms it, and watched for a late join (see withdraw.py).
+        """
         if watcher is not None:
             watcher.cancel()
             await asyncio.wait({watcher})
         if owns_session:
             await session.close()  # revoking the lease deletes the key with it
             return
-        txn = rpc.TxnRequest(
-            compare=[
-                rpc.Compare(
-                    key=key,
-                    target=rpc.Compare.LEASE,
-                    result=rpc.Compare.EQUAL,
-                    lease=session.lease,
-                )
-            ],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
-        )
-        with contextlib.suppress(EtcdError, ClosedError):
-            await self.election._core.transport.call(TXN, txn, what="withdraw candidate")
+        await withdraw.withdraw(self.election._core, session, key)
 
 
 async def _next_delete(w: Watch) -> None:

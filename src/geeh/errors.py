@@ -5,6 +5,8 @@
     GeehError
     ├── InvalidArgument          bad input (also a ValueError)
     ├── ClosedError              the client, queue or observer was closed
+    ├── Timeout                  a blocking call did not finish in time (also a TimeoutError)
+    ├── WrongThread              a blocking call from the thread that must serve it (a RuntimeError)
     ├── EtcdError                etcd answered with an error
     │   ├── EtcdUnavailable      no endpoint answered within the time allowed
     │   ├── Compacted            a watch's revision was compacted away: read again
@@ -28,6 +30,14 @@ class InvalidArgument(GeehError, ValueError):
 
 class ClosedError(GeehError):
     """The object (client, completion queue, observer) has been closed."""
+
+
+class Timeout(GeehError, TimeoutError):
+    """A blocking call did not finish within its timeout; the operation was cancelled."""
+
+
+class WrongThread(GeehError, RuntimeError):
+    """A blocking call was made on the completion queue's own thread, which would deadlock."""
 
 
 class EtcdError(GeehError):

@@ -145,8 +145,9 @@ class Op:
         self.pb = pb
 
 
-# A user's Txn is not built to be repeatable: once it may have reached etcd, it is not resent.
-USER_TXN = TXN.with_repeatable(False)
+# A user's Txn is not built to be repeatable: once it may have reached etcd, it is not resent
+# (TXN's own rule, IF_UNSENT: see net/retry.py).
+USER_TXN = TXN
 
 
 def _range_end(key: bytes, prefix: bool) -> bytes:

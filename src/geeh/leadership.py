@@ -10,19 +10,30 @@ from collections.abc import Callable, Sequence
 from . import kv
 from ._proto import rpc_pb2 as rpc
 from .core import Core
-from .errors import CandidateRemoved, NotLeader
+from .errors import CandidateRemoved, EtcdError, NotLeader
 from .keys import show, to_bytes
 from .loss import LossSignal
-from .net.retry import TXN
+from .net.retry import SAFE, TXN
 from .session import Session
 
 log = logging.getLogger("geeh.leadership")
+
+# A proclaim that finds our key changed reads it and tries again; only our own earlier
+# attempts, applied late, can change it, so a few rounds always suffice.
+PROCLAIM_ROUNDS = 5
 
 
 def owns(key: bytes, token: int) -> rpc.Compare:
     """The fencing guard: true while ``key`` is still the one created at revision ``token``."""
     return rpc.Compare(
         key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=token
+    )
+
+
+def modified_at(key: bytes, revision: int) -> rpc.Compare:
+    """True while ``key`` was last written at ``revision``: guards a write against a newer one."""
+    return rpc.Compare(
+        key=key, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=revision
     )
 
 
@@ -60,6 +71,7 @@ class Leadership:
         self._watcher = watcher
         self._detach = detach
         self._resigned = False
+        self._written_at = token  # our key's mod revision as we last wrote it: see proclaim
         gone.add_done_callback(self._on_gone)
         self.lost.add_callback(self._on_lost)
 
@@ -97,24 +109,46 @@ class Leadership:
             compare=[owns(self.key, self.token)],
             success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
         )
-        await self._core.transport.call(TXN, txn, timeout=timeout, what="resign")
+        # A late apply deletes only this very key (created at our token), never a newer one.
+        await self._core.transport.call(TXN, txn, timeout=timeout, retry=SAFE, what="resign")
 
     async def proclaim(self, value: str | bytes) -> None:
-        """Publish a new value without giving up leadership. Raises NotLeader if we don't lead."""
+        """Publish a new value without giving up leadership. Raises NotLeader if we don't lead.
+
+        The write is guarded on the version of our key it replaces, so it is safe to resend:
+        an attempt applied late cannot overwrite a value proclaimed after it.
+        """
         data = to_bytes(value, "value")
         self._check()
-        txn = rpc.TxnRequest(
-            compare=[owns(self.key, self.token)],
-            success=[
-                rpc.RequestOp(
-                    request_put=rpc.PutRequest(key=self.key, value=data, lease=self.lease)
-                )
-            ],
-        )
-        response = await self._core.transport.call(TXN, txn, what="proclaim")
-        if not response.succeeded:
-            self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
-            self._check()
+        transport = self._core.transport
+        # The mod revision we expect; a join that adopted its key may have left another, and
+        # an earlier proclaim that failed may have been applied: the read in the failure
+        # branch tells, and the next round replaces that version.
+        expected = self._written_at
+        for _ in range(PROCLAIM_ROUNDS):
+            txn = rpc.TxnRequest(
+                compare=[owns(self.key, self.token), modified_at(self.key, expected)],
+                success=[
+                    rpc.RequestOp(
+                        request_put=rpc.PutRequest(key=self.key, value=data, lease=self.lease)
+                    )
+                ],
+                failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=self.key))],
+            )
+            response = await transport.call(TXN, txn, retry=SAFE, what="proclaim")
+            if response.succeeded:
+                self._written_at = response.header.revision
+                break
+            kvs = response.responses[0].response_range.kvs
+            if not kvs or kvs[0].create_revision != self.token:
+                self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
+                raise NotLeader(f"leadership was lost: {self.lost.reason}")
+            expected = kvs[0].mod_revision
+            if kvs[0].value == data:  # an attempt of ours that looked lost was applied
+                self._written_at = expected
+                break
+        else:
+            raise EtcdError(f"proclaim: our key {show(self.key)} kept changing under us")
         self.value = data
 
     def _check(self) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ._proto import kv_pb2 as kv
 from ._proto import rpc_pb2 as rpc
-from .errors import ClosedError, Compacted, EtcdError
+from .errors import ClosedError, Compacted, EtcdError, StreamUnauthenticated
 from .net.failover import Transport
 from .net.retry import RANGE, WATCH_PATH
 from .net.stream import ResumableStream
@@ -229,6 +229,9 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
                 self._watches.pop(w.watch_id, None)
                 w._deliver(Compacted(response.compact_revision))
                 return
+            if self._transport.auth is not None and "permission denied" in response.cancel_reason:
+                # The stream's token expired (etcd checks it per watch): re-open, re-authenticated.
+                raise StreamUnauthenticated(f"watch refused: {response.cancel_reason}")
             # Cancelled by the server for another reason ("no leader"): leave this member.
             raise ConnectionError(f"watch cancelled by etcd: {response.cancel_reason}")
         if response.events:

@@ -12,6 +12,7 @@ does not get a retry storm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,8 +31,10 @@ from .retry import (
     Backoff,
     Req,
     Resp,
+    Retry,
     Unary,
     may_retry,
+    outcome_unknown,
     translate,
     unavailable,
 )
@@ -192,23 +195,35 @@ class Transport:
         *,
         timeout: float | None = None,
         what: str | None = None,
+        retry: Retry | None = None,
+        unknown: Callable[[], None] | None = None,
     ) -> Resp:
         """Send ``request``, retrying on other members while that is safe and time remains.
 
+        ``retry`` overrides the method's rule for this one request (see retry.py);
+        ``unknown()`` is called for every attempt that may have reached etcd but whose answer
+        never came (lost response, deadline, or the call cancelled in flight).
+
         Raises EtcdUnavailable when no member answered within ``timeout`` (default: the
-        client's request timeout) and EtcdError when etcd rejected the request.
+        client's request timeout), EtcdError when etcd rejected the request, and ClosedError
+        when the client closed meanwhile.
         """
         what = what or method.path.rsplit("/", 1)[-1]
-        deadline = time.monotonic() + (self.request_timeout if timeout is None else timeout)
+        rule = method.retry if retry is None else retry
+        now = time.monotonic()
+        deadline = now + (self.request_timeout if timeout is None else timeout)
         backoff = Backoff()
         tried_since_backoff = 0
         reauthenticated = False
         with_token = method is not AUTHENTICATE
         last: grpc.aio.AioRpcError | None = None
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 raise unavailable(what, self.endpoints, last)
+            # An attempt given less than the attempt timeout is cut short by the caller's own
+            # deadline: its silence says nothing about the member, so the pin stays.
+            cut_short = remaining < self.attempt_timeout
             endpoint = self.endpoint
             callable_ = self._callable(endpoint, method)
             self.count(method.path)
@@ -221,9 +236,22 @@ class Transport:
                 )
                 self.heard[endpoint] = time.monotonic()
                 return response
+            except asyncio.CancelledError:
+                if unknown is not None:
+                    unknown()
+                # gRPC ends the calls of a channel being closed with CancelledError: unless
+                # this task itself was cancelled, that is the client closing under the call.
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    raise ClosedError(f"{what}: the client is closed") from None
+                raise
             except grpc.aio.AioRpcError as err:
                 last = err
                 code = err.code()
+                if unknown is not None and outcome_unknown(err):
+                    unknown()
+                if self._closed:
+                    raise ClosedError(f"{what}: the client is closed") from None
                 if (
                     code == grpc.StatusCode.UNAUTHENTICATED
                     and with_token
@@ -232,9 +260,12 @@ class Transport:
                 ):
                     reauthenticated = True
                     await self.authenticate(stale=token)
+                    now = time.monotonic()
                     continue
-                if code not in MEMBER_FAULTS or not may_retry(method, err):
+                if code not in MEMBER_FAULTS or not may_retry(rule, err):
                     raise translate(err, what) from None
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and cut_short:
+                    raise unavailable(what, self.endpoints, last) from None
                 self.fail(endpoint, f"{code.name}: {err.details()}")
                 tried_since_backoff += 1
             # One pass over every member without a pause, then back off before the next pass.
@@ -242,6 +273,7 @@ class Transport:
                 tried_since_backoff = 0
                 delay = min(backoff.next_delay(), max(0.0, deadline - time.monotonic()))
                 await asyncio.sleep(delay)
+            now = time.monotonic()
 
     def _callable(
         self, endpoint: str, method: Unary[Any, Any]
@@ -281,13 +313,18 @@ class Transport:
         return found
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        """Close every channel; calls in flight end with ClosedError.
+
+        Idempotent, and a second call finishes what a first one that was cut off left open.
+        """
+        self._closed = True  # no new channel from here on
         self._bump()
-        channels, self._channels = list(self._channels.values()), {}
         self._unary.clear()
-        await asyncio.gather(*(c.close(None) for c in channels), return_exceptions=True)
+        while self._channels:
+            endpoint, channel = next(iter(self._channels.items()))
+            with contextlib.suppress(Exception):
+                await channel.close(None)
+            self._channels.pop(endpoint, None)
 
 
 def serialize(message: Any) -> bytes:

@@ -1,17 +1,27 @@
 """Which request may be sent again, and how long to wait between rounds.
 
 etcd's rule, as its Go client applies it: a request is retried on another member only if
-repeating it cannot change the outcome. Reads and lease calls qualify; a write qualifies only
-if it never left the client, or if it is built so that a late first attempt is harmless
-(gee-h's compare-and-swap Txns: see election.py and leadership.py).
+repeating it cannot change the outcome. Reads and lease calls qualify. A write qualifies only
+if it never left the client (Go's rule, and the default for Put, DeleteRange and Txn), or if
+the caller says, for that one request, that neither a second attempt nor a first one applied
+late can do harm: ``transport.call(TXN, txn, retry=Retry.SAFE)``. Every Txn gee-h sends states
+its rule where it is sent, with the compare that makes a late apply harmless:
+
+- join: ``CreateRevision(key) == 0``, so a late attempt only ever finds the key there; after a
+  withdraw it could create it again, so the campaign records that an attempt's outcome is
+  unknown and the withdraw watches for that (withdraw.py);
+- proclaim: guarded on the mod revision it replaces, so a late attempt cannot overwrite a
+  newer value;
+- resign, withdraw: delete only the key created at our revision, never a newer one.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import grpc
 import grpc.aio
@@ -24,49 +34,54 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 
+class Retry(enum.Enum):
+    """What may be done with a request after an attempt whose outcome is unknown."""
+
+    SAFE = "send again: neither a repeat nor a late first attempt can change the outcome"
+    IF_UNSENT = "send again only if no attempt can have reached etcd (Go's rule for writes)"
+
+
 @dataclass(frozen=True)
 class Unary(Generic[Req, Resp]):
-    """One unary etcd method: its gRPC path, response type, and whether a retry is safe."""
+    """One unary etcd method: its gRPC path, response type, and default retry rule."""
 
     path: str
     response: type[Resp]
-    repeatable: bool
+    retry: Retry
 
-    def with_repeatable(self, repeatable: bool) -> Unary[Req, Resp]:
-        """The same method under another retry rule (for one kind of request)."""
-        return Unary(self.path, self.response, repeatable)
 
+SAFE, IF_UNSENT = Retry.SAFE, Retry.IF_UNSENT
 
 RANGE = Unary[rpc.RangeRequest, rpc.RangeResponse](
-    "/etcdserverpb.KV/Range", rpc.RangeResponse, True
+    "/etcdserverpb.KV/Range", rpc.RangeResponse, SAFE
 )
-# Every Txn gee-h sends is a compare-and-swap that a second attempt cannot change the outcome of.
-TXN = Unary[rpc.TxnRequest, rpc.TxnResponse]("/etcdserverpb.KV/Txn", rpc.TxnResponse, True)
-PUT = Unary[rpc.PutRequest, rpc.PutResponse]("/etcdserverpb.KV/Put", rpc.PutResponse, False)
+# Writes follow Go's rule unless the request says otherwise (see the module's docstring).
+TXN = Unary[rpc.TxnRequest, rpc.TxnResponse]("/etcdserverpb.KV/Txn", rpc.TxnResponse, IF_UNSENT)
+PUT = Unary[rpc.PutRequest, rpc.PutResponse]("/etcdserverpb.KV/Put", rpc.PutResponse, IF_UNSENT)
 DELETE = Unary[rpc.DeleteRangeRequest, rpc.DeleteRangeResponse](
-    "/etcdserverpb.KV/DeleteRange", rpc.DeleteRangeResponse, False
+    "/etcdserverpb.KV/DeleteRange", rpc.DeleteRangeResponse, IF_UNSENT
 )
 COMPACT = Unary[rpc.CompactionRequest, rpc.CompactionResponse](
-    "/etcdserverpb.KV/Compact", rpc.CompactionResponse, False
+    "/etcdserverpb.KV/Compact", rpc.CompactionResponse, IF_UNSENT
 )
 # A granted lease that we never hear of expires by itself: as Go does, retry grants.
 LEASE_GRANT = Unary[rpc.LeaseGrantRequest, rpc.LeaseGrantResponse](
-    "/etcdserverpb.Lease/LeaseGrant", rpc.LeaseGrantResponse, True
+    "/etcdserverpb.Lease/LeaseGrant", rpc.LeaseGrantResponse, SAFE
 )
 LEASE_REVOKE = Unary[rpc.LeaseRevokeRequest, rpc.LeaseRevokeResponse](
-    "/etcdserverpb.Lease/LeaseRevoke", rpc.LeaseRevokeResponse, True
+    "/etcdserverpb.Lease/LeaseRevoke", rpc.LeaseRevokeResponse, SAFE
 )
 LEASE_TTL = Unary[rpc.LeaseTimeToLiveRequest, rpc.LeaseTimeToLiveResponse](
-    "/etcdserverpb.Lease/LeaseTimeToLive", rpc.LeaseTimeToLiveResponse, True
+    "/etcdserverpb.Lease/LeaseTimeToLive", rpc.LeaseTimeToLiveResponse, SAFE
 )
 MEMBER_LIST = Unary[rpc.MemberListRequest, rpc.MemberListResponse](
-    "/etcdserverpb.Cluster/MemberList", rpc.MemberListResponse, True
+    "/etcdserverpb.Cluster/MemberList", rpc.MemberListResponse, SAFE
 )
 STATUS = Unary[rpc.StatusRequest, rpc.StatusResponse](
-    "/etcdserverpb.Maintenance/Status", rpc.StatusResponse, True
+    "/etcdserverpb.Maintenance/Status", rpc.StatusResponse, SAFE
 )
 AUTHENTICATE = Unary[rpc.AuthenticateRequest, rpc.AuthenticateResponse](
-    "/etcdserverpb.Auth/Authenticate", rpc.AuthenticateResponse, True
+    "/etcdserverpb.Auth/Authenticate", rpc.AuthenticateResponse, SAFE
 )
 
 WATCH_PATH = "/etcdserverpb.Watch/Watch"
@@ -93,15 +108,34 @@ class Backoff:
         self.attempt = 0
 
 
-def may_retry(method: Unary[Any, Any], err: grpc.aio.AioRpcError) -> bool:
-    """Whether ``err`` from one attempt allows sending the same request again."""
-    if method.repeatable:
-        return True
-    # A request that never left the client may be sent again whatever it is.
+def never_sent(err: grpc.aio.AioRpcError) -> bool:
+    """Whether the failed attempt certainly never reached etcd (no connection was made)."""
     details = (err.details() or "").lower()
     return err.code() == grpc.StatusCode.UNAVAILABLE and (
         "failed to connect" in details or "connection refused" in details
     )
+
+
+# Codes that are not etcd's verdict on the request: it may or may not have been applied.
+UNKNOWN_OUTCOME = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+
+
+def outcome_unknown(err: grpc.aio.AioRpcError) -> bool:
+    """Whether the failed attempt may have been applied by etcd (now or later)."""
+    return err.code() in UNKNOWN_OUTCOME and not never_sent(err)
+
+
+def may_retry(retry: Retry, err: grpc.aio.AioRpcError) -> bool:
+    """Whether ``err`` from one attempt allows sending the same request again."""
+    return retry is Retry.SAFE or never_sent(err)
 
 
 def unavailable(
