@@ -226,3 +226,47 @@ def test_keys_and_values_are_str_and_lose_no_byte(etcd: LocalEtcdCluster, name: 
         assert leader is not None and leader.value == raw + b"!"
         assert value.encode("utf-8", "surrogateescape") == raw + b"!"
         election.resign()
+
+
+def test_fenced_writes_from_blocking_code(etcd: LocalEtcdCluster, name: str) -> None:
+    with geeh.ActiveCompletionQueue() as q:
+        client = q.client(etcd.endpoints)
+        election = geeh.LeaderElection(q, client, name, "v", ttl=30)
+        with pytest.raises(geeh.NotLeader):
+            election.put(f"{name}-data", "before")
+        assert election.campaign().result(timeout=5)
+        revision = election.put(f"{name}-data", "mine")
+        result = election.txn([geeh.kv.mod_revision(f"{name}-data") == revision], [])
+        assert result.succeeded
+        q.call(revoke(client, election.leadership.lease))  # type: ignore[union-attr]
+        assert election.wait_lost(timeout=5)
+        with pytest.raises(geeh.NotLeader):
+            election.put(f"{name}-data", "late")
+        item = q.call(client.get(f"{name}-data"))
+        assert item is not None and item.value == b"mine"
+
+
+def test_run_on_a_thread_stops_when_leadership_ends(etcd: LocalEtcdCluster, name: str) -> None:
+    events: queue.Queue[tuple[str, int]] = queue.Queue()
+    with geeh.ActiveCompletionQueue() as q:
+        client = q.client(etcd.endpoints)
+        election = geeh.LeaderElection(q, client, name, "v", ttl=30)
+
+        def work(stop: threading.Event) -> None:
+            token = election.token
+            election.put(f"{name}-data", str(token))  # fenced, from the worker thread
+            events.put(("start", token))
+            stop.wait()
+            events.put(("end", token))
+
+        running = election.run(work)
+        start, first = events.get(timeout=10)
+        assert start == "start" and election.elected
+        q.call(revoke(client, election.leadership.lease))  # type: ignore[union-attr]
+        assert events.get(timeout=10) == ("end", first), "stop was set on the loss"
+        start, second = events.get(timeout=10)
+        assert start == "start" and second > first, "campaigned again"
+        election.resign()
+        assert events.get(timeout=10) == ("end", second)
+        assert running.cancelled() or running.done()
+        assert q.call(client.election(name).leader()) is None

@@ -24,9 +24,10 @@ import contextlib
 import datetime
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import kv
 from .completion_queue import ActiveCompletionQueue, Endpoints
 from .election import DEFAULT_TTL, Election
 from .errors import ClosedError, InvalidArgument, NotLeader, Timeout
@@ -172,6 +173,86 @@ class LeaderElection:
         if self._leadership is None:
             raise NotLeader("not elected")
         self._queue.call(self._leadership.proclaim(data), timeout)
+
+    # -- fenced writes and the supervisor: see Leadership and Election.run -------------------
+
+    def _leading(self) -> Leadership:
+        if self._leadership is None:
+            raise NotLeader("not elected")
+        return self._leadership
+
+    def put(self, key: str | bytes, value: str | bytes, timeout: float | None = None) -> int:
+        """Write ``value`` to ``key`` only while we lead (fenced); returns the revision.
+
+        Raises NotLeader, writing nothing, once leadership has moved on.
+        """
+        leadership = self._leading()
+        return self._queue.call(leadership.put(raw(key, "key"), raw(value, "value")), timeout)
+
+    def delete(
+        self, key: str | bytes, *, prefix: bool = False, timeout: float | None = None
+    ) -> int:
+        """Delete ``key`` (or every key under it) only while we lead; returns the revision."""
+        leadership = self._leading()
+        return self._queue.call(leadership.delete(raw(key, "key"), prefix=prefix), timeout)
+
+    def txn(
+        self,
+        compares: Sequence[kv.Compare],
+        success: Sequence[kv.Op],
+        failure: Sequence[kv.Op] = (),
+        timeout: float | None = None,
+    ) -> kv.TxnResult:
+        """A Txn (see :mod:`geeh.kv`) that runs only while we lead, else NotLeader."""
+        return self._queue.call(self._leading().txn(compares, success, failure), timeout)
+
+    def run(
+        self,
+        work: Callable[[threading.Event], Any],
+        *,
+        again: bool = True,
+        grace: float | None = None,
+        on_elected: Callable[[Leadership], object] | None = None,
+        on_lost: Callable[[Leadership, BaseException | None], object] | None = None,
+    ) -> concurrent.futures.Future[Any]:
+        """Run ``work(stop)`` on a thread only while leader, campaigning again after each loss.
+
+        A thread cannot be cancelled: ``stop`` (a threading.Event) is set when leadership
+        ends, and ``work`` must return soon after (within ``grace``; see Election.run for the
+        bound). Nothing else happens until it has returned. While it runs, :attr:`elected`,
+        :attr:`token` and the fenced :meth:`put`/:meth:`txn` work as after a campaign. The
+        Future completes when the run stops (``again=False``: with work's result); cancel
+        it, :meth:`resign` or :meth:`close` to stop. The callbacks run on the loop's thread.
+        """
+        if self._closed:
+            raise ClosedError("this election was closed")
+        if not callable(work):
+            raise InvalidArgument(f"work must be callable, not {type(work).__name__}")
+
+        async def in_thread(leadership: Leadership) -> Any:
+            self._leadership = leadership
+            stop = threading.Event()
+            thread = asyncio.get_running_loop().run_in_executor(None, work, stop)
+            try:
+                return await asyncio.shield(thread)
+            except asyncio.CancelledError:
+                stop.set()
+                await asyncio.wait({thread})  # a thread cannot be cancelled: it must return
+                raise
+
+        async def supervise() -> Any:
+            self._task = asyncio.current_task()
+            return await self._election.run(
+                in_thread,
+                self._value,
+                ttl=self._ttl,
+                again=again,
+                grace=grace,
+                on_elected=on_elected,
+                on_lost=on_lost,
+            )
+
+        return self._queue.submit(supervise())
 
     def resign(self, timeout: float | None = None) -> None:
         """Stop campaigning or give up leadership. Idempotent; retry if it raised."""
