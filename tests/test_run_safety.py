@@ -64,3 +64,48 @@ async def test_cmds_never_overlap_when_the_leader_is_blackholed(
         newest = max(lives, key=lambda pid: lives[pid][0])
         os.kill(int(newest), signal.SIGKILL)
         assert await second.wait() == 128 + signal.SIGKILL
+
+
+async def test_a_job_under_geeh_run_writes_fenced(
+    etcd: LocalEtcdCluster, name: str, spawn: Spawn
+) -> None:
+    geeh_put = " ".join([sys.executable, "-m", "geeh.cli", "put", "--fenced"])
+    script = f'{geeh_put} {name}-data "$GEEH_FENCING_TOKEN"'
+    run = await spawn(
+        *GEEH, "run", "--endpoints", ",".join(etcd.endpoints), name, "--", "sh", "-c", script
+    )
+    assert await run.line("geeh put's answer") == b"OK\n"
+    assert await run.wait() == 0
+    async with geeh.Client(etcd.endpoints) as client:
+        item = await client.get(f"{name}-data")
+        assert item is not None and int(item.value) > 0
+        # The same write, once that leadership is over, is refused and writes nothing.
+        late = await spawn(
+            *GEEH,
+            "put",
+            "--endpoints",
+            ",".join(etcd.endpoints),
+            "--fenced",
+            "--leader-key",
+            f"{name}/1",
+            "--token",
+            item.value.decode(),
+            f"{name}-data",
+            "late",
+        )
+        assert await late.wait() == 3
+        assert "not leader" in await late.stderr()
+        again = await client.get(f"{name}-data")
+        assert again is not None and again.value == item.value
+
+
+async def test_fenced_put_outside_geeh_run_is_a_usage_error(
+    etcd: LocalEtcdCluster, spawn: Spawn
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEEH_")}
+    put = await spawn(
+        *GEEH, "put", "--endpoints", ",".join(etcd.endpoints), "--fenced", "k", "v", env=env
+    )
+    assert await put.wait() == 2
+    err = await put.stderr()
+    assert err.count("\n") == 1 and "--leader-key" in err

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, elect, etcd, run
+from . import demo, elect, etcd, put, run
 from .common import (
     EXIT_CODES_EPILOG,
     EXIT_USAGE,
@@ -31,6 +31,7 @@ Leader election on etcd v3 from the shell: a drop-in for `etcdctl elect`, and mo
   geeh observe NAME                print each leader (also: geeh elect --listen NAME)
   geeh leader NAME                 print the current leader; exit 1 if there is none
   geeh run NAME -- CMD [ARGS...]   run CMD only while leader
+  geeh put [--fenced] KEY VALUE    write a key; fenced: only while the leadership holds
   geeh etcd [--members 3]          run a local etcd for development
 
 Run `geeh COMMAND --help` for the details of each.
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parsers(commands)
     elect.add_parsers(commands)
     run.add_parsers(commands)
+    put.add_parsers(commands)
     etcd.add_parsers(commands)
     return parser
 
