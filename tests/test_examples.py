@@ -17,7 +17,7 @@ import pytest
 from support.kv import joined
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster, free_port
+from geeh.testing import LocalEtcdCluster, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 START = 15.0  # a Python process with grpc takes ~0.5 s to start; the machine may be busy

@@ -18,7 +18,7 @@ from support.wait import eventually, within
 import geeh
 from geeh._proto import rpc_pb2
 from geeh.failover import RANGE, TXN
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster
 
 
 @pytest.fixture

