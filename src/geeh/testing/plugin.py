@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .base import EtcdCluster
     from .cluster import EtcdFactory, LocalEtcdCluster
 
-_VERSIONS = pytest.StashKey[dict[str, str]]()
+_IDS = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -89,19 +89,25 @@ def _proxies(config: pytest.Config) -> bool:
     return bool(config.getini("etcd_proxies"))
 
 
-def _version_id(config: pytest.Config, binary: str) -> str:
-    """``etcd3.5`` for a 3.5.x binary: the test id part that tells the runs apart."""
+@pytest.hookimpl(trylast=True)  # after conftest files that choose binaries
+def pytest_configure(config: pytest.Config) -> None:
+    """Check the binaries given, once, and name each run (``etcd3.5``) by its version."""
+    binaries = etcd_binaries(config)
+    if len(binaries) < 2:
+        return  # one binary: checked when the fixture starts it, no id needed
     from .binaries import EtcdNotFound, etcd_version, find_etcd
 
-    versions = config.stash.setdefault(_VERSIONS, {})
-    if binary not in versions:
+    ids = []
+    for binary in binaries:
         try:
             path = find_etcd(binary)
         except EtcdNotFound as err:
             raise pytest.UsageError(f"--etcd-bin: {err}") from None
         version = etcd_version(path)
-        versions[binary] = "etcd" + (".".join(version.split(".")[:2]) or os.path.basename(path))
-    return versions[binary]
+        ids.append("etcd" + (".".join(version.split(".")[:2]) or os.path.basename(path)))
+    if len(set(ids)) < len(ids):  # two binaries of the same version: number them
+        ids = [f"{i}-{n}" for n, i in enumerate(ids)]
+    config.stash[_IDS] = ids
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -113,12 +119,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             [n.strip() for n in names.split(",")] if isinstance(names, str) else names
         ):
             return  # the test chose its binaries itself
-    binaries = etcd_binaries(metafunc.config)
-    if len(binaries) < 2:
+    ids = metafunc.config.stash.get(_IDS, None)
+    if ids is None:
         return
-    ids = [_version_id(metafunc.config, b) for b in binaries]
-    if len(set(ids)) < len(ids):  # two binaries of the same version: number them
-        ids = [f"{i}-{n}" for n, i in enumerate(ids)]
+    binaries = etcd_binaries(metafunc.config)
     metafunc.parametrize("etcd_bin", binaries, indirect=True, ids=ids, scope="session")
 
 
