@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -149,3 +150,24 @@ async def test_unreachable_etcd_is_one_line_and_exit_1(script: str, run: Run) ->
     err = await example.stderr()
     assert err.count("\n") == 1 and "cannot reach etcd" in err
     assert time.monotonic() - started < 5 + 5  # the default dial timeout, plus start-up
+
+
+def user_pytest(tmp_path: Path, test_file: Path) -> subprocess.CompletedProcess[str]:
+    """pytest as a user runs it: no project config, the plugin loaded from its entry point."""
+    ini = tmp_path / "pytest.ini"
+    ini.write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    args = ["-c", str(ini), f"--rootdir={tmp_path}", "-p", "no:cacheprovider", "-q"]
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *args, str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+def test_my_service_example_passes_with_the_plugin_alone(tmp_path: Path) -> None:
+    out = user_pytest(tmp_path, EXAMPLES / "test_my_service.py")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 passed" in out.stdout

@@ -187,3 +187,12 @@ def test_proxies_are_what_clients_and_members_are_told(etcd_factory: EtcdFactory
     listed = json.loads(cluster.etcdctl("member", "list", "-w", "json").stdout)["members"]
     # MemberList gives the proxies, so a client that discovers members stays behind them.
     assert sorted(u for m in listed for u in m["clientURLs"]) == sorted(cluster.urls)
+
+
+def test_keys_and_wait_for_keys(etcd: LocalEtcdCluster, name: str) -> None:
+    assert etcd.keys(f"{name}/") == []
+    for key in (f"{name}/a", f"{name}/b", f"{name}0"):  # "NAME0" is not under "NAME/"
+        etcd.etcdctl("put", key, "v")
+    assert etcd.wait_for_keys(f"{name}/", 2) == [f"{name}/a".encode(), f"{name}/b".encode()]
+    with pytest.raises(TimeoutError, match=r"2 keys under .* wanted 3"):
+        etcd.wait_for_keys(f"{name}/", 3, timeout=0.2)

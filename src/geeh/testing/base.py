@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import ssl
 import subprocess
+import time
 from collections.abc import Iterable
 from typing import Any, NoReturn, SupportsIndex
 
@@ -31,6 +33,18 @@ def _lease_id(lease: SupportsIndex | Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise TypeError(f"expire() needs a lease ID, not {type(lease).__name__}") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The end of the range of keys that start with *prefix* (etcd's convention)."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if prefix[i] < 0xFF:
+            return prefix[:i] + bytes([prefix[i] + 1])
+    return b"\x00"  # every key
 
 
 class EtcdCluster:
@@ -126,6 +140,35 @@ class EtcdCluster:
             if "compacted" not in str(exc):  # already compacted at this revision: done
                 raise
         return revision
+
+    def keys(self, prefix: str | bytes) -> list[bytes]:
+        """Every key under *prefix* (an election's keys are under ``NAME/``), in order."""
+        start = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
+        end = _prefix_end(start)
+        reply = self._request(
+            "/v3/kv/range",
+            {"key": _b64(start), "range_end": _b64(end), "keys_only": True},
+        )
+        return [base64.b64decode(kv["key"]) for kv in reply.get("kvs", [])]
+
+    def wait_for_keys(
+        self, prefix: str | bytes, count: int, *, timeout: float = 10.0
+    ) -> list[bytes]:
+        """Wait until at least *count* keys exist under *prefix*; return them.
+
+        ``wait_for_keys("my-election/", 2)`` returns once two candidates are in line.
+
+        Raises:
+            TimeoutError: fewer keys than that after *timeout* seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while len(found := self.keys(prefix)) < count:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{len(found)} keys under {prefix!r} after {timeout}s, wanted {count}"
+                )
+            time.sleep(0.02)
+        return found
 
     def expire(self, lease: SupportsIndex | Any) -> None:
         """Make *lease* expire now: its keys are deleted, its keepalives fail.
