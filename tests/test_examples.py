@@ -152,10 +152,14 @@ async def test_unreachable_etcd_is_one_line_and_exit_1(script: str, run: Run) ->
     assert time.monotonic() - started < 5 + 5  # the default dial timeout, plus start-up
 
 
-def user_pytest(tmp_path: Path, test_file: Path) -> subprocess.CompletedProcess[str]:
-    """pytest as a user runs it: no project config, the plugin loaded from its entry point."""
+def user_pytest(
+    tmp_path: Path, test_file: Path, *settings: str
+) -> subprocess.CompletedProcess[str]:
+    """pytest as a user runs it: no project config, the plugin loaded from its entry point,
+    warnings are errors."""
     ini = tmp_path / "pytest.ini"
-    ini.write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    lines = ["asyncio_default_fixture_loop_scope = function", "filterwarnings = error"]
+    ini.write_text("\n".join(["[pytest]", *lines, *settings]) + "\n")
     args = ["-c", str(ini), f"--rootdir={tmp_path}", "-p", "no:cacheprovider", "-q"]
     return subprocess.run(
         [sys.executable, "-m", "pytest", *args, str(test_file)],
@@ -171,3 +175,20 @@ def test_my_service_example_passes_with_the_plugin_alone(tmp_path: Path) -> None
     out = user_pytest(tmp_path, EXAMPLES / "test_my_service.py")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 passed" in out.stdout
+
+
+def python_blocks(markdown: str) -> list[str]:
+    """The ```python blocks of a Markdown page, in order."""
+    return re.findall(r"^```(?:python|\{code-block\} python)\n(.*?)^```", markdown, re.M | re.S)
+
+
+def test_the_testing_howto_runs_as_written(tmp_path: Path) -> None:
+    """docs/howto/testing.md: its Python blocks, together, are a test module that passes."""
+    page = (EXAMPLES.parent / "docs" / "howto" / "testing.md").read_text()
+    module = "\n\n".join(python_blocks(page))
+    tests = re.findall(r"^(?:async )?def (test_\w+)", module, re.M)
+    assert len(tests) >= 7, tests
+    (tmp_path / "test_howto_testing.py").write_text(module)
+    out = user_pytest(tmp_path, tmp_path / "test_howto_testing.py", "asyncio_mode = auto")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{len(tests)} passed" in out.stdout, out.stdout
