@@ -6,8 +6,8 @@ pause, blackhole, delay, partition, compact, expire), the TCP fault proxy
 pytest plugin (``geeh.testing.plugin``, loaded through the ``pytest11`` entry point) with
 the ``etcd`` and ``etcd_factory`` fixtures.
 
-Not part of the runtime: ``import geeh`` never imports this package. Importing it is
-cheap (standard library only); trustme is imported when a TLS cluster is made.
+Not part of the runtime: ``import geeh`` never imports this package. Its names are
+imported on first use (standard library only); trustme when a TLS cluster is made.
 """
 
 from __future__ import annotations

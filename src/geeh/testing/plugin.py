@@ -1,8 +1,9 @@
 """gee-h's pytest plugin: real etcd clusters as fixtures, with faults on demand.
 
 Loaded by pytest through the ``pytest11`` entry point once ``gee-h[testing]`` is
-installed (``-p no:geeh`` turns it off). Importing it imports nothing but pytest and
-this module: clusters, gRPC and trustme are imported when a fixture first needs them.
+installed (``-p no:geeh`` turns it off). Importing it adds only this module and
+``geeh.testing``'s ``__init__`` to what ``import geeh`` loads: the clusters and trustme
+are imported when a fixture first needs them.
 
 Fixtures:
 
