@@ -24,15 +24,16 @@ except ImportError:  # pragma: no cover - psutil is in the test extra
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def etcdctl_at(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """etcdctl against one endpoint only, giving up after 2 s."""
+def etcdctl_at(endpoint: str, *args: str, patience: int = 10) -> subprocess.CompletedProcess[str]:
+    """etcdctl against one endpoint only, giving up after *patience* seconds (short where
+    the test expects a failure, long where a busy machine must not fail it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    flags = [f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=2s"]
+    flags = [f"--endpoints={endpoint}", "--dial-timeout=2s", f"--command-timeout={patience}s"]
     return subprocess.run(
         [find_etcdctl(), *flags, *args],
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=patience + 20,
         env=env,
         check=False,
     )
@@ -60,7 +61,7 @@ def test_kill_then_restart_keeps_the_data(etcd: LocalEtcdCluster, name: str) -> 
     etcd.kill(0)
     assert not etcd.is_running(0)
     assert pid is not None and (psutil is None or not psutil.pid_exists(pid))
-    assert etcdctl_at(etcd.endpoints[0], "get", name).returncode != 0
+    assert etcdctl_at(etcd.endpoints[0], "get", name, patience=2).returncode != 0
     etcd.restart(0)
     assert etcd.pid(0) not in (None, pid)
     assert etcd.etcdctl("get", name, "--print-value-only").stdout.strip() == "kept"
@@ -71,7 +72,7 @@ def test_pause_freezes_until_resume(etcd: LocalEtcdCluster, name: str) -> None:
     assert etcd.is_paused(0)
     if psutil is not None:
         assert psutil.Process(etcd.pid(0)).status() == psutil.STATUS_STOPPED
-    assert etcdctl_at(etcd.endpoints[0], "put", name, "v").returncode != 0
+    assert etcdctl_at(etcd.endpoints[0], "put", name, "v", patience=2).returncode != 0
     etcd.resume(0)
     assert not etcd.is_paused(0)
     assert etcdctl_at(etcd.endpoints[0], "put", name, "v").returncode == 0
@@ -141,7 +142,9 @@ def test_partition_splits_members_and_clients(etcd_factory: EtcdFactory, name: s
     wait_until(lambda: not cluster.is_healthy(2), "member 2 to lose its leader")
     cluster.wait_healthy(15, members=[0, 1])  # with a new raft leader if 2 was it
     assert etcdctl_at(cluster.endpoints[0], "put", name, "during").returncode == 0
-    assert etcdctl_at(cluster.endpoints[2], "get", name).returncode != 0, "client reached 2"
+    assert etcdctl_at(cluster.endpoints[2], "get", name, patience=2).returncode != 0, (
+        "client reached 2"
+    )
     assert local_value(cluster, 2, name) is None, "a write crossed the partition"
     cluster.heal()
     wait_until(lambda: local_value(cluster, 2, name) == "during", "member 2 to catch up")
@@ -150,7 +153,7 @@ def test_partition_splits_members_and_clients(etcd_factory: EtcdFactory, name: s
     cluster.partition([0])
     wait_until(lambda: not cluster.is_healthy(0), "member 0 to lose its leader")
     wait_until(lambda: cluster.leader_index() in (1, 2), "a leader on the far side")
-    assert etcdctl_at(cluster.endpoints[0], "put", name, "minority").returncode != 0
+    assert etcdctl_at(cluster.endpoints[0], "put", name, "minority", patience=2).returncode != 0
     assert etcdctl_at(cluster.direct_endpoints[1], "put", name, "majority").returncode == 0
     cluster.heal()
     assert etcdctl_at(cluster.endpoints[0], "get", name).returncode == 0

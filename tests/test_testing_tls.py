@@ -21,7 +21,7 @@ def etcdctl(
     key: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """etcdctl against the cluster with exactly the TLS flags given."""
-    flags = [f"--endpoints={','.join(cluster.urls)}", "--dial-timeout=2s", "--command-timeout=3s"]
+    flags = [f"--endpoints={','.join(cluster.urls)}", "--dial-timeout=3s", "--command-timeout=10s"]
     for flag, path in (("--cacert", ca), ("--cert", cert), ("--key", key)):
         if path is not None:
             flags.append(f"{flag}={path}")
