@@ -6,6 +6,6 @@ Run everything and write BENCHMARKS.md (plots in benchmarks/results/)::
     python -m benchmarks --quick    # about 2.5 minutes, fewer trials
     python -m benchmarks --report-only   # rewrite BENCHMARKS.md from the last run
 
-Every benchmark starts its own etcd (geeh.local_etcd.LocalEtcdCluster) and stops every
+Every benchmark starts its own etcd (geeh.testing.LocalEtcdCluster) and stops every
 process it started. Benchmarks measure; they assert nothing about timing.
 """

@@ -23,8 +23,8 @@ from typing import Any
 import geeh
 from geeh._proto import rpc_pb2 as rpc
 from geeh.keys import election_prefix, prefix_end
-from geeh.local_etcd import find_etcd, find_etcdctl
 from geeh.net.retry import DELETE, PUT, RANGE
+from geeh.testing import find_etcd, find_etcdctl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")

@@ -18,7 +18,7 @@ import psutil
 
 import geeh
 from geeh.election import DEFAULT_TTL
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster
 from geeh.watch import PROBE_IDLE
 
 from .common import (

@@ -332,17 +332,17 @@ def _event_path_finding(data: dict[str, Any]) -> list[str]:
     steps = []
     if _source_has(failover.ResumableStream._read, "async for response in call"):
         steps.append(
-            "`ResumableStream._read` (`src/geeh/failover.py`), which iterates the call with "
+            "`ResumableStream._read` (`src/geeh/net/stream.py`), which iterates the call with "
             "`async for`, i.e. grpc.aio's `_fetch_stream_responses` async generator around "
             "`_read`, one generator step per message"
         )
     elif _source_has(failover.ResumableStream._read, "call.read()"):
         steps.append(
-            "`ResumableStream._read` (`src/geeh/failover.py`), which awaits `call.read()` "
+            "`ResumableStream._read` (`src/geeh/net/stream.py`), which awaits `call.read()` "
             "per message (no async-generator layer)"
         )
     else:
-        steps.append("`ResumableStream._read` (`src/geeh/failover.py`)")
+        steps.append("`ResumableStream._read` (`src/geeh/net/stream.py`)")
     steps.append(
         "`WatchHub.received` -> `Watch._deliver`, one `put_nowait` into the waiting line's "
         "inbox (`Line`, `src/geeh/win.py`), which all its watches and the campaign's "

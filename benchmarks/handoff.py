@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 import geeh
-from geeh.local_etcd import find_etcdctl
+from geeh.testing import find_etcdctl
 
 from .common import (
     ETCDCTL,

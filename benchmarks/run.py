@@ -14,7 +14,7 @@ import traceback
 from typing import Any
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster
 
 from . import (
     cost,

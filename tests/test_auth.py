@@ -11,7 +11,7 @@ from conftest import ETCD_BINARIES
 from support.wait import within
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster, find_etcdctl
+from geeh.testing import LocalEtcdCluster, find_etcdctl
 
 
 @pytest.fixture(scope="module")

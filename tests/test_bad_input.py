@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from support.proxy import TcpProxy
 from support.wait import within
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster, free_port
+from geeh.testing import LocalEtcdCluster, TcpProxy, free_port
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from support.kv import joined, revoke
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster
 
 
 def next_change(changes: queue.Queue[tuple[str, str]], what: str) -> tuple[str, str]:

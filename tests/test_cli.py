@@ -19,7 +19,7 @@ from support.kv import joined
 
 import geeh
 from geeh.cli import main
-from geeh.local_etcd import LocalEtcdCluster, free_port
+from geeh.testing import LocalEtcdCluster, free_port
 
 GEEH = [sys.executable, "-m", "geeh.cli"]
 # Generous bounds: the machine may be busy, and a Python process takes ~0.5 s to start.

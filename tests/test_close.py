@@ -10,8 +10,8 @@ from support.wait import within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.local_etcd import LocalEtcdCluster
 from geeh.net.retry import LEASE_TTL
+from geeh.testing import LocalEtcdCluster
 
 
 async def test_close_leaves_nothing_behind(etcd: LocalEtcdCluster, name: str) -> None:

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster
 
 # python-etcd3's protoc 3 gencode imports only with the pure-Python backend on protobuf 4+.
 CLIENTS = ("etcd3aio", "aetcd", "etcd3")

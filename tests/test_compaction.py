@@ -19,8 +19,8 @@ from support.wait import eventually, within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.local_etcd import LocalEtcdCluster
 from geeh.net.retry import PUT, RANGE, WATCH_PATH
+from geeh.testing import LocalEtcdCluster
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from support.kv import delete, joined, keys, revoke
 from support.wait import within
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster
 
 CANDIDATE = Path(__file__).parent / "support" / "candidate.py"
 

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -20,7 +21,7 @@ from support.kv import joined
 from support.wait import eventually
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster, free_port
+from geeh.testing import LocalEtcdCluster, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 START = 15.0  # a Python process with grpc takes ~0.5 s to start; the machine may be busy
@@ -177,3 +178,45 @@ async def test_sqlite_refuses_a_deposed_leaders_late_write(
     assert await paused.wait() == 0
     row = sqlite3.connect(db).execute("SELECT value, token FROM register").fetchone()
     assert row == ("b:1", b_token)
+
+
+def user_pytest(
+    tmp_path: Path, test_file: Path, *settings: str
+) -> subprocess.CompletedProcess[str]:
+    """pytest as a user runs it: no project config, the plugin loaded from its entry point,
+    warnings are errors."""
+    ini = tmp_path / "pytest.ini"
+    lines = ["asyncio_default_fixture_loop_scope = function", "filterwarnings = error"]
+    ini.write_text("\n".join(["[pytest]", *lines, *settings]) + "\n")
+    args = ["-c", str(ini), f"--rootdir={tmp_path}", "-p", "no:cacheprovider", "-q"]
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *args, str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+def test_my_service_example_passes_with_the_plugin_alone(tmp_path: Path) -> None:
+    out = user_pytest(tmp_path, EXAMPLES / "test_my_service.py")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 passed" in out.stdout
+
+
+def python_blocks(markdown: str) -> list[str]:
+    """The ```python blocks of a Markdown page, in order."""
+    return re.findall(r"^```(?:python|\{code-block\} python)\n(.*?)^```", markdown, re.M | re.S)
+
+
+def test_the_testing_howto_runs_as_written(tmp_path: Path) -> None:
+    """docs/howto/testing.md: its Python blocks, together, are a test module that passes."""
+    page = (EXAMPLES.parent / "docs" / "howto" / "testing.md").read_text()
+    module = "\n\n".join(python_blocks(page))
+    tests = re.findall(r"^(?:async )?def (test_\w+)", module, re.M)
+    assert len(tests) >= 7, tests
+    (tmp_path / "test_howto_testing.py").write_text(module)
+    out = user_pytest(tmp_path, tmp_path / "test_howto_testing.py", "asyncio_mode = auto")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{len(tests)} passed" in out.stdout, out.stdout

@@ -19,16 +19,15 @@ from typing import Any
 import pytest
 from conftest import ETCD_BINARIES
 from support.kv import joined, keys, left
-from support.proxy import TcpProxy
 from support.wait import eventually, within
 
 import geeh
 from geeh._proto import rpc_pb2
 from geeh.keys import election_prefix, prefix_end
 from geeh.leader import Leader
-from geeh.local_etcd import LocalEtcdCluster
 from geeh.net.retry import KEEPALIVE_PATH, PUT, RANGE, WATCH_PATH
 from geeh.session import safety_margin
+from geeh.testing import LocalEtcdCluster, TcpProxy
 from geeh.watch import PROBE_IDLE, PROBE_TIMEOUT
 
 pytestmark = pytest.mark.slow

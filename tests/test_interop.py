@@ -9,7 +9,7 @@ from support.lines import LineProcess
 from support.wait import within
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster
 
 
 def etcdctl(etcdctl_path: str, etcd: LocalEtcdCluster, *args: str) -> list[str]:

@@ -10,7 +10,7 @@ from support.wait import within
 
 import geeh
 from geeh import kv
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster
 
 
 async def test_get_put_delete_round_trip(client: geeh.Client, name: str) -> None:

@@ -6,13 +6,12 @@ import asyncio
 
 import pytest
 from support.kv import joined
-from support.proxy import TcpProxy
 from support.wait import within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.local_etcd import LocalEtcdCluster
 from geeh.net.retry import TXN
+from geeh.testing import LocalEtcdCluster, TcpProxy
 
 
 async def test_observer_sees_every_change_and_no_leader(client: geeh.Client, name: str) -> None:

@@ -11,14 +11,13 @@ import asyncio
 
 import pytest
 from support.kv import joined, keys, left
-from support.proxy import TcpProxy
 from support.script import Script, deletes, puts
 from support.wait import eventually, within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.local_etcd import LocalEtcdCluster
 from geeh.net.retry import RANGE, TXN
+from geeh.testing import LocalEtcdCluster, TcpProxy
 
 
 async def no_tasks(client: geeh.Client) -> bool:

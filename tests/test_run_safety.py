@@ -9,12 +9,11 @@ from pathlib import Path
 
 import test_cli
 from support.kv import joined
-from support.proxy import TcpProxy
 from support.wait import eventually
 from test_cli import GEEH, Spawn
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster, TcpProxy
 
 # CMD: ignores SIGTERM and writes "pid time" every 10 ms, on the machine-wide monotonic clock.
 HEARTBEAT = """

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 from support.kv import keys, revoke
-from support.proxy import TcpProxy
 from support.wait import eventually, within
 
 import geeh
-from geeh.local_etcd import LocalEtcdCluster
+from geeh.testing import LocalEtcdCluster, TcpProxy
 
 
 class Journal:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support.proxy import TcpProxy
 from support.wait import within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.local_etcd import LocalEtcdCluster
 from geeh.net.retry import LEASE_REVOKE, RANGE
+from geeh.testing import LocalEtcdCluster, TcpProxy
 
 
 def proxies(etcd: LocalEtcdCluster, n: int) -> list[TcpProxy]:

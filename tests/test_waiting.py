@@ -17,8 +17,8 @@ from support.wait import eventually, within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.local_etcd import LocalEtcdCluster
 from geeh.net.retry import RANGE, TXN
+from geeh.testing import LocalEtcdCluster
 
 
 @pytest.fixture

