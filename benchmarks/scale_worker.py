@@ -32,7 +32,7 @@ import tracemalloc
 from typing import Any
 
 import geeh
-from geeh import session as session_mod
+from geeh import lessor as lessor_mod
 from geeh import watch as watch_mod
 
 _counts = {"watch": 0, "keepalive": 0, "received": 0}
@@ -65,7 +65,7 @@ def _instrument() -> None:
 
             setattr(hub, name, dispatch)
             break
-    lessor = session_mod.Lessor
+    lessor = lessor_mod.Lessor
     original_keepalive = lessor.keepalive
 
     async def keepalive(self: Any, *args: Any, **kwargs: Any) -> int:

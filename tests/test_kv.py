@@ -57,7 +57,7 @@ async def test_compares_reject_wrong_operands(client: geeh.Client) -> None:
 
 async def test_fenced_writes_land_only_while_leading(client: geeh.Client, name: str) -> None:
     data = f"{name}-data"
-    async with client.election(name).campaign(b"a", ttl=5) as leadership:
+    async with client.election(name).campaign(b"a", ttl=5, cancel_on_loss=False) as leadership:
         revision = await leadership.put(data, b"from the leader")
         item = await client.get(data)
         assert item is not None and item.mod_revision == revision

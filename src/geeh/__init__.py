@@ -5,7 +5,7 @@ The asyncio API::
     async with geeh.Client(["127.0.0.1:2379"]) as client:
         election = client.election("my-election")
         async with election.campaign(b"my-value", ttl=5) as leadership:
-            ...  # we lead until the block ends or leadership.lost is set
+            ...  # we lead until the block ends; a loss cancels it (LeadershipLost)
 
 The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
@@ -23,6 +23,7 @@ from .errors import (
     EtcdUnavailable,
     GeehError,
     InvalidArgument,
+    LeadershipLost,
     NotLeader,
     SessionExpired,
     Timeout,
@@ -54,6 +55,7 @@ __all__ = [
     "Leader",
     "LeaderElection",
     "Leadership",
+    "LeadershipLost",
     "LossSignal",
     "NotLeader",
     "Observation",

@@ -15,7 +15,7 @@ from .net.auth import Authenticator
 from .net.endpoints import parse_endpoints
 from .net.failover import Transport
 from .net.retry import COMPACT, RANGE, STATUS
-from .session import Session, check_ttl
+from .session import NewSession, check_ttl
 
 log = logging.getLogger("geeh")
 
@@ -139,19 +139,15 @@ class Client:
         self._core.check_open()
         return Election(self._core, name)
 
-    async def session(self, ttl: int = 10, *, lease: int | None = None) -> Session:
+    def session(self, ttl: int = 10, *, lease: int | None = None) -> NewSession:
         """A new session: a lease of ``ttl`` seconds kept alive until closed.
 
-        With ``lease``, resume that existing lease instead of granting one.
+        ``await client.session(ttl)``, or ``async with client.session(ttl) as session:`` to
+        close it (revoking the lease) on exit. With ``lease``, resume that existing lease
+        instead of granting one.
         """
         self._core.check_open()
-        core = self._core
-        if lease is not None:
-            session = await Session.resume(core.transport, core.lessor, lease)
-        else:
-            session = await Session.grant(core.transport, core.lessor, check_ttl(ttl))
-        core.sessions.add(session)
-        return session
+        return NewSession(self._core, check_ttl(ttl), lease)
 
     async def compact(self, revision: int | None = None) -> int:
         """Compact etcd's history up to ``revision`` (default: the current one). For tests/ops."""

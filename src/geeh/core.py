@@ -8,64 +8,24 @@ be closed with the client. It knows nothing of the objects above it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Protocol
 
 from .errors import ClosedError
+from .lessor import Lessor
 from .net.failover import Transport
-from .session import Lessor
+from .tasks import Tasks
 from .watch import WatchHub
+
+__all__ = ["Closable", "Core", "Tasks"]
 
 log = logging.getLogger("geeh")
 
 
 class Closable(Protocol):
     async def aclose(self) -> None: ...
-
-
-class Tasks:
-    """Owns background tasks: sees each failure when it happens, cancels and awaits on close."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
-        """Run ``coro`` in the background; a failure is logged; close() waits for it."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-    async def finish(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None:
-        """Run clean-up work to completion even if the caller is cancelled meanwhile.
-
-        The caller waits for it (its failure is logged, not raised); if the caller is
-        cancelled, the work goes on in the background and close() waits for it.
-        """
-        task = self.spawn(coro, name=name)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(task)
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    async def close(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for clean-up tasks, then cancel what is left and await it."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
 
 
 class Core:
@@ -77,23 +37,56 @@ class Core:
         self.lessor = Lessor(transport)
         self.tasks = Tasks()
         # Closed in this order by close(): leaderships resign before their sessions revoke.
+        # A leadership leaves the set when it ends (resign or loss), a session when closed.
         self.leaderships: set[Closable] = set()
         self.sessions: weakref.WeakSet[Closable] = weakref.WeakSet()
         self.observations: weakref.WeakSet[Closable] = weakref.WeakSet()
         self.closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     def check_open(self) -> None:
         if self.closed:
             raise ClosedError("the client is closed")
 
+    def sizes(self) -> dict[str, int]:
+        """How many things each internal table holds (for tests and leak hunting)."""
+        return {
+            "leaderships": len(self.leaderships),
+            "sessions": len(self.sessions),
+            "observations": len(self.observations),
+            "tasks": len(self.tasks),
+            "watches": self.watches.active,
+            "keepalive waiters": self.lessor.waiting,
+        }
+
     async def close(self, timeout: float = 5.0) -> None:
-        """Resign, revoke and stop everything, in order. Idempotent."""
+        """Resign, revoke and stop everything, in order. Idempotent.
+
+        The work runs in a task of its own: a caller cancelled meanwhile does not leave the
+        client half-closed, and a second call waits for the same work to end.
+        """
         self.closed = True
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(
+                self._close(timeout), name="geeh-close"
+            )
+        await asyncio.shield(self._closing)
+
+    async def _close(self, timeout: float) -> None:
+        # Each step is isolated: one that fails is logged, and the others still run, so the
+        # hub, the keepalive stream and the channels are closed whatever happened before.
         for group in (self.leaderships, self.sessions, self.observations):
             for thing in list(group):
-                await thing.aclose()
+                await _step(thing.aclose(), f"closing {thing!r}")
         self.leaderships.clear()
-        await self.tasks.close(timeout)
-        await self.watches.close()
-        await self.lessor.close()
-        await self.transport.close()
+        await _step(self.tasks.close(timeout), "waiting for background tasks")
+        await _step(self.watches.close(), "closing the watch stream")
+        await _step(self.lessor.close(), "closing the keepalive stream")
+        await _step(self.transport.close(), "closing the channels")
+
+
+async def _step(work: Awaitable[None], what: str) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("client close: %s failed; going on", what)

@@ -102,19 +102,24 @@ class Election:
         self,
         value: str | bytes,
         *,
-        ttl: int = DEFAULT_TTL,
+        ttl: int | None = None,
         session: Session | None = None,
         lease: int | None = None,
+        cancel_on_loss: bool = True,
     ) -> Campaign:
         """Run for leader with ``value``.
 
         Await the result for a :class:`~geeh.Leadership` once elected, or use it as
-        ``async with election.campaign(value) as leadership:``, which resigns on exit. By
-        default a new session (lease of ``ttl`` seconds) is made for the campaign and revoked
-        when it ends; pass ``session`` to share one, or ``lease`` to resume an existing lease
-        (after a restart: the same key is adopted, no new grant).
+        ``async with election.campaign(value) as leadership:``, which resigns on exit; if
+        leadership is lost inside the block, the block is cancelled and exits with
+        :class:`~geeh.LeadershipLost` (``cancel_on_loss=False``: it runs on). By default a new
+        session (lease of ``ttl`` seconds, 10 if not given) is made for the campaign and
+        revoked when it ends; pass ``session`` to share one, or ``lease`` to resume an
+        existing lease (after a restart: the same key is adopted, no new grant).
         """
-        return Campaign(self, value, ttl=ttl, session=session, lease=lease)
+        return Campaign(
+            self, value, ttl=ttl, session=session, lease=lease, cancel_on_loss=cancel_on_loss
+        )
 
     async def run(
         self,
@@ -162,9 +167,10 @@ class Campaign:
         election: Election,
         value: str | bytes,
         *,
-        ttl: int,
+        ttl: int | None,
         session: Session | None,
         lease: int | None,
+        cancel_on_loss: bool = True,
     ) -> None:
         self.election = election
         self.value = to_bytes(value, "value")
@@ -173,29 +179,32 @@ class Campaign:
                 f"value is {len(self.value)} bytes; etcd accepts at most {MAX_VALUE_BYTES} "
                 "by default"
             )
-        self.ttl = check_ttl(ttl)
         if session is not None and lease is not None:
             raise InvalidArgument("pass either session or lease, not both")
+        if ttl is not None and (session is not None or lease is not None):
+            given = "session" if session is not None else "lease"
+            raise InvalidArgument(f"ttl cannot be given with {given}: the lease has its own TTL")
+        self.ttl = check_ttl(DEFAULT_TTL if ttl is None else ttl)
         if session is not None and not isinstance(session, Session):
             raise InvalidArgument(f"session must be a geeh Session, not {type(session).__name__}")
         self._session = session
         self._lease = lease
+        self._cancel_on_loss = cancel_on_loss
         self._leadership: Leadership | None = None
 
     def __await__(self) -> Generator[Any, None, Leadership]:
         return self._run().__await__()
 
     async def __aenter__(self) -> Leadership:
-        self._leadership = await self._run()
-        return self._leadership
+        leadership = self._leadership = await self._run()
+        leadership.cancel_on_loss = self._cancel_on_loss
+        return await leadership.__aenter__()  # the block: see Leadership
 
-    async def __aexit__(self, *exc: object) -> None:
-        leadership = self._leadership
-        if leadership is None:
-            return
-        if leadership.lost.reason is not None:
-            return  # lost already: its clean-up runs in the background, nothing to hand over
-        await leadership.resign()
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if self._leadership is not None:
+            await self._leadership.__aexit__(exc_type, exc, tb)
 
     async def _run(self) -> Leadership:
         core = self.election._core
@@ -204,9 +213,9 @@ class Campaign:
         if self._session is not None:
             session = self._session
         elif self._lease is not None:
-            session = await Session.resume(core.transport, core.lessor, self._lease)
+            session = await Session.resume(core, self._lease)
         else:
-            session = await Session.grant(core.transport, core.lessor, self.ttl)
+            session = await Session.grant(core, self.ttl)
         if owns_session:
             core.sessions.add(session)
         key = candidate_key(self.election.prefix, session.lease)
@@ -238,7 +247,6 @@ class Campaign:
                 watcher,
                 detach=lambda: session.expired.remove_callback(expired),
             )
-            core.leaderships.add(leadership)
             return leadership
         except BaseException:
             session.expired.remove_callback(expired)

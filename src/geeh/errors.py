@@ -14,7 +14,8 @@
     └── ElectionError            the election went on without us
         ├── SessionExpired       our lease expired, was revoked, or its local deadline passed
         ├── CandidateRemoved     our candidate key was deleted by someone else
-        └── NotLeader            we no longer lead (proclaim or resign after loss)
+        ├── NotLeader            we no longer lead (proclaim or resign after loss)
+        └── LeadershipLost       a leadership block was interrupted by the loss (.reason)
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ class CandidateRemoved(ElectionError):
 
 class NotLeader(ElectionError):
     """The operation needs leadership, and this candidate does not (or no longer) lead."""
+
+
+class LeadershipLost(ElectionError):
+    """Leadership ended inside ``async with election.campaign(...)``, which cancelled the block.
+
+    ``reason`` is the loss: a :class:`SessionExpired` or a :class:`CandidateRemoved`.
+    """
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(f"leadership lost: {reason}")
+        self.reason = reason
 
 
 class Compacted(EtcdError):

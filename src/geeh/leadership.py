@@ -1,20 +1,36 @@
-"""Leadership: what a won campaign holds, and how it ends (resign, or loss)."""
+"""Leadership: what a won campaign holds, and how it ends (resign, or loss).
+
+A leadership ends once: by resign (reason None) or by a loss (SessionExpired,
+CandidateRemoved). What is left of the candidacy is then removed: by resign at once; after a
+loss or a failed resign, in the background, retrying until etcd answers, so that no ghost
+key leads on once a link heals. An ``async with`` block on a leadership is cancelled when
+leadership is lost, the way ``asyncio.timeout()`` cancels its block, and ends with
+:class:`~geeh.LeadershipLost`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
 from . import kv
 from ._proto import rpc_pb2 as rpc
 from .core import Core
-from .errors import CandidateRemoved, EtcdError, NotLeader
+from .errors import (
+    CandidateRemoved,
+    ClosedError,
+    EtcdError,
+    EtcdUnavailable,
+    LeadershipLost,
+    NotLeader,
+    SessionExpired,
+)
 from .keys import show, to_bytes
 from .loss import LossSignal
-from .net.retry import SAFE, TXN
-from .session import Session
+from .net.retry import IF_UNSENT, SAFE, TXN, Retry
+from .session import Pause, Session
+from .tasks import stop
 
 log = logging.getLogger("geeh.leadership")
 
@@ -43,8 +59,13 @@ class Leadership:
     ``lost`` is a :class:`~geeh.LossSignal`: awaiting it returns when leadership ends; its
     reason says why (None after :meth:`resign`). It is set within one watch event of our key
     being deleted or our lease revoked, and at the latest when the session's local deadline
-    passes, which is before etcd could let anyone else lead. Guard writes made as leader with
+    passes, which is before etcd could let anyone else lead. ``is_leader``, ``lost`` and its
+    reason always agree. Guard writes made as leader with
     ``Compare(CreateRevision(key) == token)`` in the same Txn to fence out a deposed leader.
+
+    ``async with leadership:`` (what ``async with election.campaign(...)`` does) resigns on
+    exit; if leadership is lost inside the block, the block is cancelled and exits with
+    :class:`~geeh.LeadershipLost`, unless ``cancel_on_loss`` is False.
     """
 
     def __init__(
@@ -66,14 +87,21 @@ class Leadership:
         self.key = key
         self.value = value
         self.token = token
-        self.lost = LossSignal()
+        # Reading lost reads the session's deadline: an expiry is seen at once, not later.
+        self.lost = LossSignal(poll=session.expired.is_set)
+        self.cancel_on_loss = True
         self._owns_session = owns_session
         self._watcher = watcher
         self._detach = detach
         self._resigned = False
         self._written_at = token  # our key's mod revision as we last wrote it: see proclaim
-        gone.add_done_callback(self._on_gone)
+        self._cleanup: asyncio.Task[None] | None = None
+        self._block: _Block | None = None
+        core.leaderships.add(self)  # before any callback: a loss at once removes it again
         self.lost.add_callback(self._on_lost)
+        session.expired.add_callback(self._on_session_end)
+        gone.add_done_callback(self._on_gone)
+        watcher.add_done_callback(self._on_watcher_end)
 
     @property
     def lease(self) -> int:
@@ -83,34 +111,72 @@ class Leadership:
     @property
     def is_leader(self) -> bool:
         """True while we lead: not lost, not resigned, and the session's deadline is ahead."""
-        return not self.lost.is_set() and self.session.alive
+        return not self.lost.is_set()
+
+    # -- how it ends -------------------------------------------------------------------------
+
+    def _on_session_end(self, reason: BaseException | None) -> None:
+        self.lost.set(reason if reason is not None else SessionExpired("the session was closed"))
 
     def _on_gone(self, gone: asyncio.Future[BaseException]) -> None:
         if not gone.cancelled():
             self.lost.set(gone.result())
 
+    def _on_watcher_end(self, watcher: asyncio.Task[None]) -> None:
+        # A watcher that died cannot report our key's deletion: count that as a loss. Its
+        # error is logged by the clean-up that awaits it.
+        if not watcher.cancelled() and watcher.exception() is not None:
+            self.lost.set(CandidateRemoved(f"can no longer follow candidate key {show(self.key)}"))
+
     def _on_lost(self, reason: BaseException | None) -> None:
         self._watcher.cancel()
         self._detach()
+        self.session.expired.remove_callback(self._on_session_end)
+        self._core.leaderships.discard(self)  # ended: the client's close has nothing to do
+        self._core.tasks.spawn(
+            stop(self._watcher, f"watch on candidate key {show(self.key)}"),
+            name=f"geeh-unwatch-{self.lease:x}",
+        )
         if reason is not None:
             log.warning("leadership of %s lost: %s", show(self.name), reason)
-            self._core.tasks.spawn(self._clear(), name=f"geeh-clear-{self.lease:x}")
+            self._clean_up()
+        if self._block is not None and reason is not None:
+            self._block.interrupt()
 
-    async def _clear(self) -> None:
-        """After a loss, remove what is left of our candidacy: quietly, within bounds."""
-        with contextlib.suppress(Exception):
-            if self._owns_session:
-                await self.session.close()  # nobody will use this lease again
-            else:
-                await self._delete_key(timeout=2.0)
+    def _clean_up(self) -> None:
+        """Remove what is left of the candidacy in the background (after a loss or a failed
+        resign): the lease, if the campaign made its own, else the key."""
+        if self._cleanup is not None:
+            return
+        work = self.session.close() if self._owns_session else self._delete_until_answered()
+        self._cleanup = self._core.tasks.spawn(work, name=f"geeh-clean-up-{self.lease:x}")
 
-    async def _delete_key(self, timeout: float | None) -> None:
+    async def _delete_until_answered(self) -> None:
+        pause = Pause()  # gently, as the session's revoke
+        # Once the shared session ends, its own revoke takes the key with the lease.
+        while self.session.alive:
+            try:
+                # One attempt per round, as the session's background revoke.
+                await self._delete_key(self._core.transport.attempt_timeout, IF_UNSENT)
+                return
+            except ClosedError:
+                return
+            except EtcdUnavailable as err:
+                log.debug("delete %s: %s; trying again", show(self.key), err)
+            except EtcdError as err:
+                log.warning("could not delete candidate key %s: %s", show(self.key), err)
+                return
+            await asyncio.sleep(pause.next())
+
+    async def _delete_key(self, timeout: float | None, retry: Retry = SAFE) -> None:
         txn = rpc.TxnRequest(
             compare=[owns(self.key, self.token)],
             success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key))],
         )
         # A late apply deletes only this very key (created at our token), never a newer one.
-        await self._core.transport.call(TXN, txn, timeout=timeout, retry=SAFE, what="resign")
+        await self._core.transport.call(TXN, txn, timeout=timeout, retry=retry, what="resign")
+
+    # -- what a leader does --------------------------------------------------------------------
 
     async def proclaim(self, value: str | bytes) -> None:
         """Publish a new value without giving up leadership. Raises NotLeader if we don't lead.
@@ -152,41 +218,45 @@ class Leadership:
         self.value = data
 
     def _check(self) -> None:
-        if self._resigned:
-            raise NotLeader("this leadership was resigned")
         if self.lost.is_set():
-            raise NotLeader(f"leadership was lost: {self.lost.reason}")
-        self.session.check()
+            reason = self.lost.reason
+            if self._resigned or reason is None:
+                raise NotLeader("this leadership was resigned")
+            raise NotLeader(f"leadership was lost: {reason}")
 
     async def resign(self, *, timeout: float | None = None) -> None:
         """Give up leadership: remove our key so the next candidate takes over.
 
         Idempotent and safe to retry: if etcd cannot be reached within ``timeout`` (default:
         the client's request timeout) the error is raised and the state kept, so calling
-        again finishes the job. ``lost`` is set first, so nothing acts as leader while the
-        request is in flight.
+        again finishes the job. Meanwhile the lease is no longer kept alive and its removal
+        goes on in the background: the key cannot lead on once the link heals. ``lost`` is
+        set first, so nothing acts as leader while the request is in flight.
         """
         if self._resigned:
             return
-        self.lost.set(None)
-        if self._owns_session:
-            # One commit: revoking the campaign's own lease deletes our key with it, and the
-            # successor's read does not queue behind a second commit.
-            await self.session.revoke(timeout=timeout)
-        else:
-            await self._delete_key(timeout)
+        self.lost.set(None)  # a loss already known (a passed deadline too) stays the reason
+        try:
+            if self._owns_session:
+                # One commit: revoking the campaign's own lease deletes our key with it, and
+                # the successor's read does not queue behind a second commit.
+                await self.session.revoke(timeout=timeout)
+            else:
+                await self._delete_key(timeout)
+        except BaseException:  # an error or a cancellation: no ghost either way
+            self._clean_up()
+            raise
         self._resigned = True
-        self._core.leaderships.discard(self)
         if self._owns_session:
             await self.session.close(revoke=False)
 
     async def aclose(self) -> None:
         """The client is closing: resign, quietly and within bounds."""
-        with contextlib.suppress(Exception):
+        try:
             await self.resign(timeout=2.0)
-        self._watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._watcher
+        except Exception as err:
+            log.warning("resign of %s on close failed: %s", show(self.name), err)
+        await stop(self._watcher)
 
     # -- fenced writes: only while we lead ----------------------------------------------------
 
@@ -227,12 +297,76 @@ class Leadership:
             raise NotLeader(f"not leader of {show(self.name)} any more: nothing was written")
         return result
 
+    # -- the leadership block ------------------------------------------------------------------
+
     async def __aenter__(self) -> Leadership:
+        if self.lost.is_set():
+            reason = self.lost.reason
+            if reason is None:
+                raise NotLeader("this leadership was resigned")
+            raise LeadershipLost(reason)
+        task = asyncio.current_task()
+        if self.cancel_on_loss and task is not None:
+            self._block = _Block(task)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.resign()
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        block, self._block = self._block, None
+        interrupted = False
+        try:
+            interrupted = block is not None and await block.exit(exc_type)
+        finally:
+            if not self.lost.is_set() or self.lost.reason is None:
+                try:
+                    await self.resign()
+                except Exception as err:
+                    if exc_type is None:
+                        raise
+                    # Not to hide the block's own exception; the removal goes on regardless.
+                    log.warning("resign of %s on leaving a block failed: %s", show(self.name), err)
+        if interrupted:
+            reason = self.lost.reason
+            assert reason is not None
+            raise LeadershipLost(reason) from exc
 
     def __repr__(self) -> str:
         state = "leading" if self.is_leader else "ended"
         return f"<Leadership {self.key!r} token={self.token} {state}>"
+
+
+class _Block:
+    """The task running a leadership block, and our cancellation of it (as asyncio.timeout).
+
+    Our cancel request is counted by the task; on exit it is withdrawn with ``uncancel()``.
+    If no other request is left, a CancelledError is ours and becomes LeadershipLost; if
+    another is left (the caller's own), the cancellation propagates unchanged.
+    """
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.cancelling = task.cancelling()
+        self.cancelled = False
+
+    def interrupt(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.task.cancel(msg="leadership lost")
+
+    async def exit(self, exc_type: type[BaseException] | None) -> bool:
+        """Withdraw our cancellation; True if the block must end with LeadershipLost."""
+        if not self.cancelled:
+            return False
+        if self.task.uncancel() > self.cancelling:
+            return False  # cancelled from outside too: that goes on
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            return True
+        # The block ended before our cancellation reached it, which may still be pending (an
+        # uncancelled task keeps it before Python 3.13): take it here, not at the next await.
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if self.task.cancelling() > self.cancelling:
+                raise
+        return exc_type is None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Generator
 from typing import Any
+
+log = logging.getLogger("geeh")
 
 
 class LossSignal:
@@ -13,24 +16,42 @@ class LossSignal:
     Await it (``await leadership.lost``) or call :meth:`wait` to block until it is set;
     :meth:`is_set` and :attr:`reason` tell without waiting. The reason is an exception
     instance (such as :class:`~geeh.SessionExpired`), or None after a deliberate end.
+
+    Reading it is exact at any moment: a local deadline that has passed sets it as soon as
+    anyone looks (``poll``), not one event-loop step later, so that ``is_leader``, ``lost``
+    and the reason always agree.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, poll: Callable[[], object] | None = None) -> None:
         self._event = asyncio.Event()
         self._reason: BaseException | None = None
         self._callbacks: list[Callable[[BaseException | None], None]] = []
+        self._poll = poll
+        self._polling = False
+
+    def _check(self) -> None:
+        # Why the flag: the poll may set this very signal, which must not poll again.
+        if self._poll is not None and not self._polling and not self._event.is_set():
+            self._polling = True
+            try:
+                self._poll()
+            finally:
+                self._polling = False
 
     def is_set(self) -> bool:
         """True once the thing it guards has ended."""
+        self._check()
         return self._event.is_set()
 
     @property
     def reason(self) -> BaseException | None:
         """Why it ended: an exception, or None if it was ended on purpose (resign, close)."""
+        self._check()
         return self._reason
 
     async def wait(self) -> BaseException | None:
         """Wait until set; returns :attr:`reason`."""
+        self._check()
         await self._event.wait()
         return self._reason
 
@@ -38,27 +59,42 @@ class LossSignal:
         return self.wait().__await__()
 
     def set(self, reason: BaseException | None) -> bool:
-        """Set the signal; returns False if it was already set (the first reason stays)."""
+        """Set the signal; returns False if it was already set (the first reason stays).
+
+        A deadline that has already passed counts as earlier than this call: its reason wins.
+        """
+        self._check()
         if self._event.is_set():
             return False
         self._reason = reason
         self._event.set()
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            callback(reason)
+            _run(callback, reason)
         return True
 
     def add_callback(self, callback: Callable[[BaseException | None], None]) -> None:
-        """Call ``callback(reason)`` when set (at once if already set). Internal chaining."""
-        if self._event.is_set():
-            callback(self._reason)
+        """Call ``callback(reason)`` when set (at once if already set).
+
+        A callback that raises is logged; it changes nothing else, and the others still run.
+        """
+        if self.is_set():
+            _run(callback, self._reason)
         else:
             self._callbacks.append(callback)
 
     def remove_callback(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Forget a callback added with :meth:`add_callback` (no error if it is not there)."""
         if callback in self._callbacks:
             self._callbacks.remove(callback)
 
     def __repr__(self) -> str:
-        state = f"set reason={self._reason!r}" if self.is_set() else "unset"
+        state = f"set reason={self._reason!r}" if self._event.is_set() else "unset"
         return f"<LossSignal {state}>"
+
+
+def _run(callback: Callable[[BaseException | None], None], reason: BaseException | None) -> None:
+    try:
+        callback(reason)
+    except Exception:
+        log.exception("a loss callback (%r) raised; ignored", callback)

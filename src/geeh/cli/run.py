@@ -8,12 +8,11 @@ import contextlib
 import os
 import signal
 import socket
-import time
 from typing import Any
 
 from ..errors import GeehError
 from ..leadership import Leadership
-from ..session import safety_margin
+from ..session import now, safety_margin
 from .common import (
     CLOSE_AFTER_LOSS_TIMEOUT,
     EXIT_CODES_EPILOG,
@@ -179,7 +178,7 @@ async def supervise(
                     f"may expire in {args.grace:g}s; stopping {args.command[0]} (pid {child.pid})",
                 )
                 # SIGKILL at the local deadline: before etcd can expire the lease.
-                await stop_child(child, max(0.0, leadership.session.deadline - time.monotonic()))
+                await stop_child(child, max(0.0, leadership.session.deadline - now()))
                 with contextlib.suppress(GeehError):  # it expires by itself if this fails
                     await leadership.resign(timeout=1.0)
                 return EXIT_LOST
@@ -202,7 +201,7 @@ async def supervise(
 async def at_risk(leadership: Leadership, grace: float) -> None:
     """Return when the local deadline is ``grace`` seconds away and no keepalive moved it."""
     while True:
-        left = leadership.session.deadline - grace - time.monotonic()
+        left = leadership.session.deadline - grace - now()
         if left <= 0:
             return
         await asyncio.sleep(left)
