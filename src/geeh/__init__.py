@@ -13,6 +13,7 @@ watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect
 
 from . import kv
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
+from .candidates import Candidate
 from .client import Client
 from .election import Campaign, Election
 from .errors import (
@@ -31,6 +32,7 @@ from .errors import (
 from .kv import KeyValue, TxnResult
 from .leader import Leader
 from .leadership import Leadership
+from .listeners import Listener
 from .loss import LossSignal
 from .observe import Observation
 from .session import Session
@@ -40,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActiveCompletionQueue",
     "Campaign",
+    "Candidate",
     "CandidateRemoved",
     "Client",
     "ClosedError",
@@ -54,6 +57,7 @@ __all__ = [
     "Leader",
     "LeaderElection",
     "Leadership",
+    "Listener",
     "LossSignal",
     "NotLeader",
     "Observation",

@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from .errors import ClosedError
+from .listeners import Events
 from .net.failover import Transport
 from .session import Lessor
 from .watch import WatchHub
@@ -81,6 +82,11 @@ class Core:
         self.sessions: weakref.WeakSet[Closable] = weakref.WeakSet()
         self.observations: weakref.WeakSet[Closable] = weakref.WeakSet()
         self.closed = False
+
+    @property
+    def events(self) -> Events:
+        """The listeners' dispatcher: one call per event (see listeners.py)."""
+        return self.transport.events
 
     def check_open(self) -> None:
         if self.closed:

@@ -92,6 +92,7 @@ class Leadership:
     def _on_lost(self, reason: BaseException | None) -> None:
         self._watcher.cancel()
         self._detach()
+        self._core.events.leadership_ended(self, reason)
         if reason is not None:
             log.warning("leadership of %s lost: %s", show(self.name), reason)
             self._core.tasks.spawn(self._clear(), name=f"geeh-clear-{self.lease:x}")
