@@ -55,12 +55,13 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         "py:(class|obj|exc|data|func|meth)",
-        r"(asyncio|collections|concurrent|contextlib|datetime|enum|time|types|typing)(\..*)?",
+        r"(asyncio|collections|concurrent|contextlib|datetime|enum|threading|time|types|typing)(\..*)?",
     ),
     ("py:(class|obj|exc)", r"(BaseException|Exception|ValueError|Any|None)"),
     ("py:(class|obj)", r"(geeh\.\w+\.)?T"),  # type variables
     # Internals that appear in signatures: the protobuf messages and the shared core.
     ("py:(class|obj)", r"geeh\._proto\..*|geeh\.core\.Core"),
+    ("py:(class|obj)", r"prometheus_client\..*"),  # another library's, as the stdlib's
 ]
 
 

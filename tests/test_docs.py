@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import doctest
+import importlib
 import inspect
 import os
 import re
@@ -289,8 +290,8 @@ def test_attributes_on_the_api_page_exist() -> None:
     documented, missing = 0, []
     cls: Any = None
     for line in (ROOT / "docs" / "reference" / "api.md").read_text().splitlines():
-        if heading := re.match(r"\.\. autoclass:: geeh\.(?:blocking\.)?(\w+)", line):
-            cls = getattr(geeh, heading[1], None) or getattr(geeh.blocking, heading[1])
+        if heading := re.match(r"\.\. autoclass:: (geeh(?:\.\w+)*)\.(\w+)", line):
+            cls = getattr(importlib.import_module(heading[1]), heading[2])
         elif attribute := re.match(r"\s+\.\. attribute:: (\w+)", line):
             name = attribute[1]
             documented += 1

@@ -13,6 +13,7 @@ watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect
 
 from . import kv
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
+from .candidates import Candidate
 from .client import Client
 from .election import Campaign, Election
 from .errors import (
@@ -32,6 +33,7 @@ from .errors import (
 from .kv import KeyValue, TxnResult
 from .leader import Leader
 from .leadership import Leadership
+from .listeners import Listener
 from .loss import LossSignal
 from .observe import Observation
 from .session import Session
@@ -41,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActiveCompletionQueue",
     "Campaign",
+    "Candidate",
     "CandidateRemoved",
     "Client",
     "ClosedError",
@@ -56,6 +59,7 @@ __all__ = [
     "LeaderElection",
     "Leadership",
     "LeadershipLost",
+    "Listener",
     "LossSignal",
     "NotLeader",
     "Observation",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ._proto import rpc_pb2 as rpc
 from .core import Core
 from .election import Election
 from .errors import EtcdUnavailable, InvalidArgument
 from .kv import KV, Compare, KeyValue, Op, TxnResult
+from .listeners import Events, Listener
 from .net.auth import Authenticator
 from .net.endpoints import parse_endpoints
 from .net.failover import Transport
@@ -41,7 +42,8 @@ class Client:
     the client checks that etcd answers within ``dial_timeout``; every request then gets up
     to ``request_timeout`` seconds over all members, each attempt ``attempt_timeout``.
     ``close()`` resigns every leadership, revokes every session's lease and stops every
-    task and stream the client started; closing twice is harmless.
+    task and stream the client started; closing twice is harmless. ``listeners`` are told
+    of elections won and lost, keepalive failures, failovers (see :class:`geeh.Listener`).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Client:
         discover: bool = True,
         username: str | None = None,
         password: str | None = None,
+        listeners: Iterable[Listener] = (),
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.dial_timeout = _positive(dial_timeout, "dial_timeout")
@@ -72,6 +75,7 @@ class Client:
             request_timeout=request_timeout,
             attempt_timeout=attempt_timeout,
             auth=auth,
+            events=Events(listeners),
         )
         self._core = Core(transport)
         self._kv = KV(transport)
@@ -131,6 +135,14 @@ class Client:
     def core(self) -> Core:
         """The internals that elections, sessions and observers share (for tools and tests)."""
         return self._core
+
+    def add_listener(self, listener: Listener) -> None:
+        """Tell ``listener`` of this client's events from now on (see :class:`geeh.Listener`)."""
+        self._core.events.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop telling ``listener``; no-op if it was not added."""
+        self._core.events.remove(listener)
 
     # -- what users make with it ---------------------------------------------------------------
 

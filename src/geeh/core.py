@@ -15,6 +15,7 @@ from typing import Protocol
 
 from .errors import ClosedError
 from .lessor import Lessor
+from .listeners import Events
 from .net.failover import Transport
 from .tasks import Tasks
 from .watch import WatchHub
@@ -43,6 +44,11 @@ class Core:
         self.observations: weakref.WeakSet[Closable] = weakref.WeakSet()
         self.closed = False
         self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def events(self) -> Events:
+        """The listeners' dispatcher: one call per event (see listeners.py)."""
+        return self.transport.events
 
     def check_open(self) -> None:
         if self.closed:

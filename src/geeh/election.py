@@ -25,6 +25,7 @@ from typing import Any
 
 from . import withdraw
 from ._proto import rpc_pb2 as rpc
+from .candidates import Candidate, read_candidates
 from .core import Core
 from .errors import (
     CandidateRemoved,
@@ -68,18 +69,12 @@ class Election:
         )
         return Leader.from_kv(response.kvs[0]) if response.kvs else None
 
-    async def candidates(self) -> list[Leader]:
-        """Every candidate in line, leader first (create-revision order)."""
-        request = rpc.RangeRequest(
-            key=self.prefix,
-            range_end=self._end,
-            sort_order=rpc.RangeRequest.ASCEND,
-            sort_target=rpc.RangeRequest.CREATE,
-        )
-        response = await self._core.transport.call(
-            RANGE, request, what=f"candidates of {show(self.name)}"
-        )
-        return [Leader.from_kv(kv) for kv in response.kvs]
+    async def candidates(self, *, ttl: bool = True) -> list[Candidate]:
+        """Every candidate in line, leader first, with its position and its lease's TTL left.
+
+        ``ttl=False`` skips the TTLs (one LeaseTimeToLive request per candidate).
+        """
+        return (await read_candidates(self._core, self.prefix, self._end, ttl=ttl)).candidates
 
     def _first_request(self) -> rpc.RangeRequest:
         return rpc.RangeRequest(
@@ -209,6 +204,7 @@ class Campaign:
     async def _run(self) -> Leadership:
         core = self.election._core
         core.check_open()
+        started = core.events.campaign_started(self.election.name)
         owns_session = self._session is None
         if self._session is not None:
             session = self._session
@@ -247,6 +243,7 @@ class Campaign:
                 watcher,
                 detach=lambda: session.expired.remove_callback(expired),
             )
+            core.events.elected(leadership, started)
             return leadership
         except BaseException:
             session.expired.remove_callback(expired)

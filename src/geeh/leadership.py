@@ -137,6 +137,7 @@ class Leadership:
             stop(self._watcher, f"watch on candidate key {show(self.key)}"),
             name=f"geeh-unwatch-{self.lease:x}",
         )
+        self._core.events.leadership_ended(self, reason)
         if reason is not None:
             log.warning("leadership of %s lost: %s", show(self.name), reason)
             self._clean_up()

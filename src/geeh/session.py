@@ -203,6 +203,7 @@ class Session:
                 return
             except ConnectionError as err:
                 log.debug("keepalive %x: %s", self.lease, err)
+                self._core.transport.events.keepalive_failed(self.lease, err)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()

@@ -118,6 +118,7 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         super().__init__(transport, WATCH_PATH, rpc.WatchRequest, rpc.WatchResponse, "watch")
         self._watches: dict[int, Watch] = {}
         self._ids = itertools.count(1)
+        self._opens = 0
 
     def watch(
         self,
@@ -150,6 +151,9 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         return len(self._watches)
 
     def opened(self) -> None:
+        self._opens += 1
+        if self._opens > 1 and self._watches:
+            self._transport.events.watch_resumed(self._transport.endpoint, len(self._watches))
         # Newest first: etcd confirms re-created watches one by one, and the newest are the
         # ones a hand-off waits on (a waiting candidate's watch is renewed at each hand-off).
         for w in reversed(self._watches.values()):

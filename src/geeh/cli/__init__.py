@@ -1,7 +1,8 @@
 """The ``geeh`` command: leader election from the shell, a local etcd, and a demo.
 
 ``main(argv)`` is the console-script entry point; every sub-command lives in a module of
-its own (elect.py: elect, observe, leader; run.py; etcd.py; demo.py).
+its own (elect.py: elect, observe, leader; run.py; put.py; candidates.py; status.py; etcd.py;
+demo.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import demo, elect, etcd, put, run
+from . import candidates, demo, elect, etcd, put, run, status
 from .common import (
     EXIT_CODES_EPILOG,
     EXIT_USAGE,
@@ -32,6 +33,8 @@ Leader election on etcd v3 from the shell: a drop-in for `etcdctl elect`, and mo
   geeh leader NAME                 print the current leader; exit 1 if there is none
   geeh run NAME -- CMD [ARGS...]   run CMD only while leader
   geeh put [--fenced] KEY VALUE    write a key; fenced: only while the leadership holds
+  geeh candidates NAME [--watch]   print every candidate in line, with its lease's TTL
+  geeh status                      the cluster's members, their health, the raft leader
   geeh etcd [--members 3]          run a local etcd for development
 
 Run `geeh COMMAND --help` for the details of each.
@@ -52,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     elect.add_parsers(commands)
     run.add_parsers(commands)
     put.add_parsers(commands)
+    candidates.add_parsers(commands)
+    status.add_parsers(commands)
     etcd.add_parsers(commands)
     return parser
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from ..client import Client
 from ..errors import EtcdUnavailable, GeehError, InvalidArgument
 from ..leader import Leader
+from .metrics import serving_metrics
 
 T = TypeVar("T")
 
@@ -290,13 +291,22 @@ async def unless_stopped(aw: Awaitable[T], signals: Signals) -> T:
 
 @contextlib.asynccontextmanager
 async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator[Client]:
-    """A connected Client for the command's endpoints; closed (bounded in time) on exit."""
-    client = Client(endpoints_from(args), dial_timeout=args.dial_timeout, discover=False)
-    try:
-        await unless_stopped(client.connect(), signals)
-        yield client
-    finally:
-        await close_client(client, CLOSE_TIMEOUT)
+    """A connected Client for the command's endpoints; closed (bounded in time) on exit.
+
+    With --metrics-addr, its metrics are served until then.
+    """
+    async with serving_metrics(args) as listeners:
+        client = Client(
+            endpoints_from(args),
+            dial_timeout=args.dial_timeout,
+            discover=False,
+            listeners=listeners,
+        )
+        try:
+            await unless_stopped(client.connect(), signals)
+            yield client
+        finally:
+            await close_client(client, CLOSE_TIMEOUT)
 
 
 async def close_client(client: Client, timeout: float) -> None:

@@ -30,6 +30,7 @@ from .common import (
     positive_float,
 )
 from .elect import add_ttl_option, campaign, resign
+from .metrics import add_metrics_option
 
 # Default --grace, as a share of the TTL: SIGTERM goes this long before the local deadline,
 # so it must leave room for a missed keepalive or two (TTL/3 apart) before it fires.
@@ -86,6 +87,7 @@ def add_parsers(commands: Any) -> None:
         help="seconds CMD gets between SIGTERM and SIGKILL; SIGTERM goes that long before "
         "the lease could expire (default: TTL/5; at most TTL/3)",
     )
+    add_metrics_option(run)
     add_connection_options(run, top_level=False)
     run.set_defaults(handler=run_while_leader)
 

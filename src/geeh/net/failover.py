@@ -23,6 +23,7 @@ import grpc.aio
 
 from .._proto import rpc_pb2 as rpc
 from ..errors import ClosedError
+from ..listeners import Events
 from .auth import Authenticator
 from .retry import (
     AUTHENTICATE,
@@ -79,8 +80,10 @@ class Transport:
         attempt_timeout: float,
         channel_options: Sequence[tuple[str, Any]] = (),
         auth: Authenticator | None = None,
+        events: Events | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
+        self.events = events if events is not None else Events()
         self.request_timeout = request_timeout
         self.attempt_timeout = attempt_timeout
         self.auth = auth
@@ -147,6 +150,7 @@ class Transport:
             # min() keeps the first in round-robin order among equals.
             self._pinned = min(order, key=lambda i: self._failed_at.get(self.endpoints[i], 0.0))
         log.info("leaving etcd member %s (%s); now using %s", endpoint, reason, self.endpoint)
+        self.events.member_switched(endpoint, self.endpoint, reason)
         self._bump()
 
     def _failed_recently(self, endpoint: str, now: float) -> bool:
@@ -295,7 +299,10 @@ class Transport:
 
         async def send(name: str, password: str) -> str:
             request = rpc.AuthenticateRequest(name=name, password=password)
-            return (await self.call(AUTHENTICATE, request, what="authenticate")).token
+            token = (await self.call(AUTHENTICATE, request, what="authenticate")).token
+            if self.token is not None:
+                self.events.reauthenticated()
+            return token
 
         await self.auth.renew(send, stale)
 
