@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import checker
 from .controller import Options, execute
+from .nemesis import schedule
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -43,6 +44,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--etcd", help="etcd binary (default: the one gee-h's tests use)")
     parser.add_argument("--dir", type=Path, help="run directory (default: a new temporary one)")
     parser.add_argument("--check", type=Path, metavar="DIR", help="only check an earlier run")
+    parser.add_argument("--plan", action="store_true", help="only print the schedule of faults")
     args = parser.parse_args(argv)
     if args.ttl < 2:
         parser.error("--ttl must be at least 2 (etcd's minimum lease TTL)")
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chaos: {args.check} is not a run directory (no run.json)", file=sys.stderr)
             return 2
         return checker.report(args.check)
+    if args.plan:
+        for f in schedule(args.seed, args.seconds, args.ttl):
+            print(f"{f.at:8.3f}s  {f.lane:7}  {f.kind:16}  for {f.hold:.3f}s")
+        return 0
     rundir = args.dir or Path(tempfile.mkdtemp(prefix=f"geeh-chaos-seed{args.seed}-"))
     opts = Options(args.seconds, args.seed, args.workers, args.ttl, args.broken, args.etcd, rundir)
     print(f"chaos: seed {args.seed}, {args.seconds:g}s, run directory {rundir}", flush=True)

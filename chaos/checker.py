@@ -50,7 +50,9 @@ class RunFiles:
         self.ttl = int(self.options["ttl"])
         self.workers = {p.stem: read(p) for p in sorted(rundir.glob("w*.jsonl"))}
         self.observers = {p.stem: read(p) for p in sorted(rundir.glob("o*.jsonl"))}
-        self.faults = [r for r in read(rundir / "faults.jsonl") if not r.get("skipped")]
+        faults = read(rundir / "faults.jsonl")
+        self.faults = [r for r in faults if not r.get("skipped")]
+        self.skipped = len(faults) - len(self.faults)
         self.controller = read(rundir / "controller.jsonl")
         self.etcd = read(rundir / "etcd.jsonl")
         self.leftovers = json.loads((rundir / "leftovers.json").read_text())
@@ -249,6 +251,8 @@ def check(rundir: Path) -> tuple[list[Result], str]:
     run = RunFiles(rundir)
     kinds = Counter(f["kind"] for f in run.faults)
     faults = f"{len(run.faults)} faults: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+    if run.skipped:
+        faults += f" ({run.skipped} skipped: no leading worker to pause)"
     properties = (register, stale_actions, wins, observers, liveness, leftovers, processes)
     return [prop(run) for prop in properties], faults
 

@@ -47,10 +47,14 @@ def _hold(rng: random.Random, kind: str, ttl: int) -> float:
 
 
 def schedule(seed: int, seconds: float, ttl: int) -> list[Fault]:
-    """The faults of a run, in start order: the same seed gives the same schedule."""
-    rng = random.Random(seed)
+    """The faults of a run, in start order: the same seed gives the same schedule.
+
+    Each lane draws from its own generator, so a shorter run's schedule is the start of a
+    longer one's with the same seed.
+    """
     faults = []
     for lane, kinds in (("etcd", ETCD_KINDS), ("workers", WORKER_KINDS)):
+        rng = random.Random(f"{seed}/{lane}")
         at = rng.uniform(2.0, 4.0)
         cycle: list[str] = []
         while at < seconds:
