@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
         print("chaos: interrupted; every process stopped", file=sys.stderr)
         return 130
-    except Exception as err:  # one line, not a traceback: the run directory has the details
-        print(f"chaos: the run failed: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:  # one line, not a traceback: error.txt in the run directory has it
+        while isinstance(err, ExceptionGroup) and len(err.exceptions) == 1:
+            err = err.exceptions[0]
+        print(f"chaos: the run failed: {type(err).__name__}: {err} (see {rundir}/error.txt)",
+              file=sys.stderr)  # fmt: skip
         return 3
     print(f"chaos: run took {time.monotonic() - began:.0f}s; checking", flush=True)
     code = checker.report(rundir)

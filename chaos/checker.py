@@ -233,7 +233,7 @@ def leftovers(run: RunFiles) -> Result:
 
 
 def processes(run: RunFiles) -> Result:
-    result = Result("7. processes", 0, "no traceback, no unexpected exit")
+    result = Result("7. processes", 0, "tracebacks in output, unexpected exits, unclean stops")
     for path in sorted(run.dir.glob("*.stderr")):
         lines = path.read_text(errors="replace").splitlines()
         for i, line in enumerate(lines):

@@ -15,6 +15,7 @@ import functools
 import json
 import signal
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ class Run:
         self.observers: list[Child] = []
         self.log = Log(self.dir / "controller.jsonl")
         self.client: geeh.Client | None = None
+        self.members_down: set[int] = set()
 
     # -- the rig ----------------------------------------------------------------------------
 
@@ -160,6 +162,7 @@ class Run:
         (self.dir / "leftovers.json").write_text(json.dumps(leftover, indent=1))
 
     async def _restart_unexpected_exits(self) -> None:
+        """Record and restart any process that died when the nemesis did not kill it."""
         while True:
             await asyncio.sleep(0.5)
             for child in self.workers + self.observers:
@@ -167,6 +170,11 @@ class Run:
                     code = child.proc.returncode if child.proc is not None else None
                     self.log.write("unexpected-exit", proc=child.name, code=code)
                     child.start()
+            for i in range(self.cluster.size):
+                if i not in self.members_down and not self.cluster.is_running(i):
+                    self.log.write("unexpected-exit", proc=f"m{i}", code="killed from outside?")
+                    with contextlib.suppress(Exception):  # tried again in half a second
+                        await asyncio.to_thread(self.cluster.restart, i)
 
     def close(self) -> None:
         """Stop everything, whatever state the run is in. Idempotent, bounded."""
@@ -211,6 +219,9 @@ async def execute(opts: Options) -> None:
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         await run.run()
+    except Exception:
+        (opts.rundir / "error.txt").write_text(traceback.format_exc())
+        raise
     finally:
         if run.client is not None:
             with contextlib.suppress(Exception):

@@ -74,6 +74,7 @@ class Rig(Protocol):
     cluster: LocalEtcdCluster
     workers: list[Child]
     proxies: list[list[TcpProxy]]  # [worker][member]
+    members_down: set[int]  # members the nemesis keeps down on purpose
 
     async def leading_worker(self) -> int | None: ...
 
@@ -81,6 +82,18 @@ class Rig(Protocol):
 
 
 Heal = Callable[[], Awaitable[None]]
+
+
+async def _retry(heal: Heal) -> None:
+    """Heal, trying again twice: a member that fails to restart once may start next time."""
+    for attempt in range(3):
+        try:
+            await heal()
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+            await asyncio.sleep(1.0)
 
 
 class Nemesis:
@@ -101,14 +114,19 @@ class Nemesis:
             await self.inject(fault)
 
     async def inject(self, fault: Fault) -> None:
-        target, heal = await getattr(self, "_" + fault.kind.replace("-", "_"))(fault)
+        try:
+            target, heal = await getattr(self, "_" + fault.kind.replace("-", "_"))(fault)
+        except Exception as err:  # e.g. its member was down for another reason: log, go on
+            self.log.write("fault", kind=fault.kind, lane=fault.lane, target=repr(err),
+                           at=fault.at, skipped=True)  # fmt: skip
+            return
         start = time.monotonic()  # injected by now (finding the target may take a while)
         try:
             if heal is not None:
                 await asyncio.sleep(fault.hold)
         finally:
             if heal is not None:
-                await heal()
+                await _retry(heal)
             self.log.write(
                 "fault",
                 kind=fault.kind,
@@ -130,8 +148,14 @@ class Nemesis:
 
     async def _kill(self, i: int, label: str) -> tuple[str, Heal]:
         cluster = self.rig.cluster
+        self.rig.members_down.add(i)
         await asyncio.to_thread(cluster.kill, i)
-        return label.format(i), lambda: asyncio.to_thread(cluster.restart, i)
+
+        async def heal() -> None:
+            await asyncio.to_thread(cluster.restart, i)
+            self.rig.members_down.discard(i)
+
+        return label.format(i), heal
 
     async def _kill_member(self, f: Fault) -> tuple[str, Heal]:
         return await self._kill(int(f.picks[0] * 3), "m{}")
