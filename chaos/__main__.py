@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.check / "run.json").exists():
             print(f"chaos: {args.check} is not a run directory (no run.json)", file=sys.stderr)
             return 2
-        return checker.report(args.check)
+        try:
+            return checker.report(args.check)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"chaos: cannot check {args.check}: {type(err).__name__}: {err}", file=sys.stderr)
+            return 2
     if args.plan:
         for f in schedule(args.seed, args.seconds, args.ttl):
             print(f"{f.at:8.3f}s  {f.lane:7}  {f.kind:16}  for {f.hold:.3f}s")

@@ -130,18 +130,18 @@ def stale_actions(run: RunFiles) -> Result:
         if i < len(done) and act["t"] > earliest[i]:
             result.add(
                 f"{act['worker']} token {act['token']} started at {run.at(act['t'])}, after an "
-                f"action with a larger token ended at {run.at(earliest[i])}{_thawed(run, act)}"
+                f"action with a larger token ended at {run.at(earliest[i])}{_thawed(run, act['t'])}"
             )
     return result
 
 
-def _thawed(run: RunFiles, act: Record) -> str:
-    """A hint: a frozen member that resumed just before may revoke live leases (an etcd bug)."""
+def _thawed(run: RunFiles, t: float) -> str:
+    """A hint: a raft leader frozen past the TTL revokes live leases when it resumes (an etcd
+    bug, etcd-io/etcd#15247); their holders keep ``is_leader`` until the deletion reaches them.
+    """
     for f in run.faults:
-        if f["kind"] in ("stop-member", "quorum-loss") and 0 <= act["t"] - f["end"] < 2.0:
-            return (
-                f" ({f['target']} resumed {act['t'] - f['end']:.2f}s before: etcd-io/etcd#15247?)"
-            )
+        if f["kind"] in ("stop-member", "quorum-loss") and 0 <= t - f["end"] < 2.0:
+            return f" ({f['target']} resumed {t - f['end']:.2f}s before: etcd-io/etcd#15247?)"
     return ""
 
 
@@ -157,7 +157,10 @@ def wins(run: RunFiles) -> Result:
     highest = 0
     for win in valid:
         if win["token"] <= highest:
-            result.add(f"{win['worker']} won token {win['token']} after token {highest} had won")
+            result.add(
+                f"{win['worker']} won token {win['token']} at {run.at(win['t'])} after token "
+                f"{highest} had won{_thawed(run, win['t'])}"
+            )
         if win["token"] not in leaders:
             result.add(f"{win['worker']} won token {win['token']}, never a leader in etcd")
         highest = max(highest, win["token"])

@@ -127,6 +127,16 @@ def test_wins_out_of_order_or_unknown_to_etcd(tmp_path: Path) -> None:
     assert violations(tmp_path, run)[3] == 2
 
 
+def test_a_violation_right_after_a_thaw_points_at_the_etcd_bug(tmp_path: Path) -> None:
+    run = clean_run()
+    run["faults.jsonl"].append({"ev": "fault", "kind": "stop-member", "target": "m1 (raft leader)",
+                                "start": 96.0, "end": 102.1, "t": 102.1})  # fmt: skip
+    run["w0.jsonl"].append({"ev": "win", "token": 4, "t": 102.5, "valid": True})
+    results, _ = checker.check(write(tmp_path, run))
+    assert results[2].violations == 2  # out of order, and never a leader in etcd
+    assert "m1 (raft leader) resumed 0.40s before: etcd-io/etcd#15247?" in results[2].examples[0]
+
+
 @pytest.mark.parametrize(
     ("reports", "expected"),
     [
