@@ -41,6 +41,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=_positive(int), default=4)
     parser.add_argument("--ttl", type=_positive(int), default=3, help="the workers' lease TTL")
     parser.add_argument("--broken", action="store_true", help="workers that skip the checks")
+    parser.add_argument(
+        "--freeze-raft-leader",
+        action="store_true",
+        help="let a member frozen past the TTL be the raft leader: etcd before its fix for "
+        "etcd-io/etcd#15247 then revokes live leases, which the checker reports",
+    )
     parser.add_argument("--etcd", help="etcd binary (default: the one gee-h's tests use)")
     parser.add_argument("--dir", type=Path, help="run directory (default: a new temporary one)")
     parser.add_argument("--check", type=Path, metavar="DIR", help="only check an earlier run")
@@ -69,7 +75,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{f.at:8.3f}s  {f.lane:7}  {f.kind:16}  for {f.hold:.3f}s")
         return 0
     rundir = args.dir or Path(tempfile.mkdtemp(prefix=f"geeh-chaos-seed{args.seed}-"))
-    opts = Options(args.seconds, args.seed, args.workers, args.ttl, args.broken, args.etcd, rundir)
+    opts = Options(
+        args.seconds,
+        args.seed,
+        args.workers,
+        args.ttl,
+        args.broken,
+        args.freeze_raft_leader,
+        args.etcd,
+        rundir,
+    )
     print(f"chaos: seed {args.seed}, {args.seconds:g}s, run directory {rundir}", flush=True)
     began = time.monotonic()
     try:
@@ -87,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     code = checker.report(rundir)
     print(
         f"chaos: {'PASS' if code == 0 else 'FAIL'} (replay: --seed {args.seed} "
-        f"--seconds {args.seconds:g}{' --broken' if args.broken else ''})"
+        f"--seconds {args.seconds:g}{' --broken' if args.broken else ''}"
+        f"{' --freeze-raft-leader' if args.freeze_raft_leader else ''})"
     )
     return code
 

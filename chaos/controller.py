@@ -39,6 +39,7 @@ class Options:
     workers: int
     ttl: int
     broken: bool
+    freeze_raft_leader: bool
     etcd: str | None
     rundir: Path
 
@@ -99,7 +100,7 @@ class Run:
             args = ["--endpoints", ",".join(endpoints), "--out", str(out), *common]
             self.observers.append(Child(f"o{j}", "chaos.observer", args, self.dir))
             self.observers[-1].start()
-            await _wait_for(functools.partial(_has, out, "leader"), 30.0)
+            await _wait_for(functools.partial(_has, out, "leader"), 30.0, f"report by o{j}")
         for i in range(opts.workers):
             links = ",".join(proxy.endpoint for proxy in self.proxies[i])
             args = [
@@ -109,6 +110,9 @@ class Run:
             ]
             self.workers.append(Child(f"w{i}", "chaos.worker", args, self.dir))
             self.workers[-1].start()
+        # Faults start once a leader works: the liveness check counts from there.
+        outs = [self.dir / f"w{i}.jsonl" for i in range(opts.workers)]
+        await _wait_for(lambda: any(_has(out, "act") for out in outs), 60.0, "write by a worker")
         faults = schedule(opts.seed, opts.seconds, opts.ttl)
         print(f"chaos: {len(faults)} faults scheduled over {opts.seconds:g}s", flush=True)
         watchdog = asyncio.ensure_future(self._restart_unexpected_exits())
@@ -126,7 +130,10 @@ class Run:
 
     async def _faults_then_settle(self, faults: list[Fault]) -> None:
         self.log.write("phase", name="faults")
-        await Nemesis(self, Log(self.dir / "faults.jsonl")).run(faults, time.monotonic())
+        nemesis = Nemesis(
+            self, Log(self.dir / "faults.jsonl"), freeze_raft_leader=self.opts.freeze_raft_leader
+        )
+        await nemesis.run(faults, time.monotonic())
         # Let the cluster and the election settle past every lease a killed worker left.
         settle = 2 * self.opts.ttl + 2
         self.log.write("phase", name="settle", seconds=settle)
@@ -141,7 +148,7 @@ class Run:
         for j in range(len(self.observers)):
             out = self.dir / f"o{j}.jsonl"
             with contextlib.suppress(TimeoutError):
-                await _wait_for(functools.partial(_last_leader_none, out), 10.0)
+                await _wait_for(functools.partial(_last_leader_none, out), 10.0, "last report")
         unclean = await asyncio.to_thread(stop_all, self.observers, 10.0)
         for name, what in unclean.items():
             self.log.write("unclean-stop", proc=name, what=what)
@@ -170,11 +177,17 @@ class Run:
                     code = child.proc.returncode if child.proc is not None else None
                     self.log.write("unexpected-exit", proc=child.name, code=code)
                     child.start()
-            for i in range(self.cluster.size):
-                if i not in self.members_down and not self.cluster.is_running(i):
-                    self.log.write("unexpected-exit", proc=f"m{i}", code="killed from outside?")
-                    with contextlib.suppress(Exception):  # tried again in half a second
-                        await asyncio.to_thread(self.cluster.restart, i)
+            dead = [i for i in range(self.cluster.size) if not self.cluster.is_running(i)]
+            lost = [i for i in dead if i not in self.members_down]
+            for i in lost:
+                self.log.write("unexpected-exit", proc=f"m{i}", code="stopped from outside?")
+            if lost and len(dead) > 1:
+                # A member restarts only with a quorum to join: nothing to heal by restarting.
+                names = ", ".join(f"m{i}" for i in lost)
+                raise RuntimeError(f"etcd {names} stopped from outside the run, quorum lost")
+            for i in lost:
+                with contextlib.suppress(Exception):  # tried again in half a second
+                    await asyncio.to_thread(self.cluster.restart, i)
 
     def close(self) -> None:
         """Stop everything, whatever state the run is in. Idempotent, bounded."""
@@ -186,13 +199,13 @@ class Run:
         self.cluster.close()
 
 
-async def _wait_for(ready: Callable[[], bool], timeout: float) -> None:
+async def _wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``ready`` (it reads a file another process writes) until true, or TimeoutError."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if ready():
-                return
-            await asyncio.sleep(0.05)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {timeout:g}s")
+        await asyncio.sleep(0.05)
 
 
 def _proxy(endpoint: str) -> TcpProxy:

@@ -2,9 +2,9 @@
 
 Two lanes run side by side, each one fault at a time, so never more than two faults are
 active at once: the etcd lane (members killed and restarted, frozen past the TTL, two of
-three frozen) and the workers lane (the leading worker frozen past its TTL, workers killed
-and restarted, links between a worker and a member black-holed, a worker cut off from every
-member). Each lane goes through its kinds in a shuffled order, all of them before any
+three frozen; a single frozen member is a follower unless ``freeze_raft_leader``) and the
+workers lane (the leading worker frozen past its TTL, workers killed and restarted, links
+between a worker and a member black-holed, a worker cut off from every member). Each lane goes through its kinds in a shuffled order, all of them before any
 repeats. Targets named by role (the raft leader, the leading worker) are looked up when the
 fault starts; everything else, times included, comes from the seed.
 """
@@ -97,9 +97,10 @@ async def _retry(heal: Heal) -> None:
 
 
 class Nemesis:
-    def __init__(self, rig: Rig, log: Log) -> None:
+    def __init__(self, rig: Rig, log: Log, *, freeze_raft_leader: bool = False) -> None:
         self.rig = rig
         self.log = log
+        self.freeze_raft_leader = freeze_raft_leader
 
     async def run(self, faults: list[Fault], began: float) -> None:
         """Run both lanes until each has injected and healed all its faults."""
@@ -175,10 +176,13 @@ class Nemesis:
         return label, heal
 
     async def _stop_member(self, f: Fault) -> tuple[str, Heal]:
-        if f.picks[0] < 0.5:
-            i, label = await self._raft_leader(f.picks[1])
+        leader, label = await self._raft_leader(f.picks[1])
+        if not (self.freeze_raft_leader and f.picks[0] < 0.5):
+            # A follower: a raft leader frozen past the TTL revokes live leases when it
+            # resumes (etcd-io/etcd#15247), which only --freeze-raft-leader asks for.
+            i, label = [m for m in range(3) if m != leader][int(f.picks[1] * 2)], "m{} (follower)"
         else:
-            i, label = int(f.picks[1] * 3), "m{}"
+            i = leader
         return await self._freeze([i], label.format(i))
 
     async def _quorum_loss(self, f: Fault) -> tuple[str, Heal]:
