@@ -140,7 +140,8 @@ def _thawed(run: RunFiles, t: float) -> str:
     bug, etcd-io/etcd#15247); their holders keep ``is_leader`` until the deletion reaches them.
     """
     for f in run.faults:
-        if f["kind"] in ("stop-member", "quorum-loss") and 0 <= t - f["end"] < 2.0:
+        thawed_leader = f["kind"] == "stop-member" and "raft leader" in f["target"]
+        if thawed_leader and 0 <= t - f["end"] < 2.0:
             return f" ({f['target']} resumed {t - f['end']:.2f}s before: etcd-io/etcd#15247?)"
     return ""
 

@@ -4,9 +4,10 @@ Two lanes run side by side, each one fault at a time, so never more than two fau
 active at once: the etcd lane (members killed and restarted, frozen past the TTL, two of
 three frozen; a single frozen member is a follower unless ``freeze_raft_leader``) and the
 workers lane (the leading worker frozen past its TTL, workers killed and restarted, links
-between a worker and a member black-holed, a worker cut off from every member). Each lane goes through its kinds in a shuffled order, all of them before any
-repeats. Targets named by role (the raft leader, the leading worker) are looked up when the
-fault starts; everything else, times included, comes from the seed.
+between a worker and a member black-holed, a worker cut off from every member). Each lane
+goes through its kinds in a shuffled order, all of them before any repeats. Targets named
+by role (the raft leader, the leading worker) are looked up when the fault starts;
+everything else, times included, comes from the seed.
 """
 
 from __future__ import annotations
