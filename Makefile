@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench lint docs dist wheel-smoke protos etcd34 clean
+.PHONY: demo test test-slow bench lint docs dist wheel-smoke protos etcd34 clean chaos chaos-short chaos-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 ## test: the default suite (unit + integration against real etcd, lint, types)
 test: $(STAMP)
-	$(BIN)/ruff check src tests scripts examples benchmarks docs
+	$(BIN)/ruff check src tests scripts examples benchmarks docs chaos
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
@@ -26,13 +26,27 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
+## chaos: a seeded fault-injection soak test and its checker (make chaos SECONDS=600 SEED=7)
+SECONDS ?= 600
+SEED ?= 1
+chaos: $(STAMP)
+	$(BIN)/python -m chaos --seconds $(SECONDS) --seed $(SEED)
+
+## chaos-short: the short chaos run CI makes (60 s, fixed seed)
+chaos-short: $(STAMP)
+	$(BIN)/python -m chaos --seconds 60 --seed 1
+
+## chaos-check: show that the checker works: correct workers pass, broken ones fail (2 runs)
+chaos-check: $(STAMP)
+	$(BIN)/pytest -q -m slow tests/test_chaos.py
+
 ## bench: benchmarks side by side with etcdctl elect; writes BENCHMARKS.md
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts examples benchmarks docs
-	$(BIN)/ruff format --check src tests scripts examples benchmarks docs
+	$(BIN)/ruff check src tests scripts examples benchmarks docs chaos
+	$(BIN)/ruff format --check src tests scripts examples benchmarks docs chaos
 	$(BIN)/mypy
 
 ## docs: the documentation site in docs/_build/html; warnings are errors

@@ -1,0 +1,272 @@
+"""The checker: reads a run directory and counts the violations of each property.
+
+1. register: etcd's history of the register key has non-decreasing tokens; every write a
+   worker saw succeed is in it; every write in it was tried by some worker.
+2. no stale action: no action (started after is_leader said yes) with token T starts after
+   an action with a larger token has finished (one monotonic clock for all processes).
+3. wins: each win's token is larger than every earlier win's, and was a leader in etcd.
+4. observers: each observer's leaders strictly increase, each was a leader in etcd, and
+   none that etcd's history shows is missing (no compaction happens during a run).
+5. liveness: the longest time without a successful write, and whether faults explain it.
+6. leftovers: no candidate key and no lease is left after the workers stop.
+7. processes: no traceback in any process's output, no unexpected exit, clean stops.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .history import Record, read
+
+ELECTION_PREFIX = "chaos-election/"
+REGISTER = "chaos-register"
+# A stretch without progress is a violation when no fault explains this much of it.
+UNEXPLAINED = 2.0
+
+
+@dataclass
+class Result:
+    name: str
+    violations: int
+    summary: str
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, example: str) -> None:
+        self.violations += 1
+        if len(self.examples) < 5:
+            self.examples.append(example)
+
+
+class RunFiles:
+    def __init__(self, rundir: Path) -> None:
+        self.dir = rundir
+        self.options = json.loads((rundir / "run.json").read_text())
+        self.ttl = int(self.options["ttl"])
+        self.workers = {p.stem: read(p) for p in sorted(rundir.glob("w*.jsonl"))}
+        self.observers = {p.stem: read(p) for p in sorted(rundir.glob("o*.jsonl"))}
+        faults = read(rundir / "faults.jsonl")
+        self.faults = [r for r in faults if not r.get("skipped")]
+        self.skipped = len(faults) - len(self.faults)
+        self.controller = read(rundir / "controller.jsonl")
+        self.etcd = read(rundir / "etcd.jsonl")
+        self.leftovers = json.loads((rundir / "leftovers.json").read_text())
+        phases = {r["name"]: r["t"] for r in self.controller if r["ev"] == "phase"}
+        self.began = phases.get("faults", 0.0)
+        self.stopped = phases.get("stop", float("inf"))
+
+    def records(self, ev: str) -> list[Record]:
+        return [dict(r, worker=w) for w, rs in self.workers.items() for r in rs if r["ev"] == ev]
+
+    def at(self, t: float) -> str:
+        return f"{t - self.began:.3f}s"
+
+    def leaders(self) -> list[int | None]:
+        """Every leader etcd had (by token; None: no leader), in revision order."""
+        candidates: dict[str, int] = {}
+        sequence: list[int | None] = [None]
+        events = [e for e in self.etcd if e["key"].startswith(ELECTION_PREFIX)]
+        for i, event in enumerate(events):
+            if event["type"] == "put":
+                candidates.setdefault(event["key"], event["create"])
+            else:
+                candidates.pop(event["key"], None)
+            if i + 1 < len(events) and events[i + 1]["rev"] == event["rev"]:
+                continue  # a leader is what a whole revision leaves behind
+            leader = min(candidates.values(), default=None)
+            if leader != sequence[-1]:
+                sequence.append(leader)
+        return sequence
+
+
+def _token(value: str) -> int:
+    return int(value.split(":", 1)[0])
+
+
+def register(run: RunFiles) -> Result:
+    writes = [(e["rev"], e["value"]) for e in run.etcd if e["key"] == REGISTER]
+    acts = run.records("act")
+    acked = [a for a in acts if a["result"] == "ok"]
+    unknown = sum(a["result"].startswith("unknown") for a in acts)
+    rejected = sum(a["result"] == "rejected" for a in acts)
+    result = Result(
+        "1. register history",
+        0,
+        f"{len(writes)} writes in etcd, {len(acked)} acknowledged, {rejected} rejected by the "
+        f"fence, {unknown} of unknown outcome",
+    )
+    highest = 0
+    for rev, value in writes:
+        if _token(value) < highest:
+            result.add(f"rev {rev}: {value} after token {highest}")
+        highest = max(highest, _token(value))
+    by_rev = dict(writes)
+    for act in acked:
+        if by_rev.get(act["rev"]) != act["value"]:
+            result.add(f"{act['worker']} saw {act['value']} succeed at rev {act['rev']}: absent")
+    tried = {r["value"] for r in run.records("try")}
+    for rev, value in writes:
+        if value not in tried:
+            result.add(f"rev {rev}: {value} was never tried by any worker")
+    return result
+
+
+def stale_actions(run: RunFiles) -> Result:
+    tries = run.records("try")
+    done = sorted((a["token"], a["end"]) for a in run.records("act") if a["result"] == "ok")
+    tokens = [token for token, _ in done]
+    # earliest[i]: the earliest end of an acknowledged action with token >= tokens[i].
+    earliest = [end for _, end in done]
+    for i in range(len(earliest) - 2, -1, -1):
+        earliest[i] = min(earliest[i], earliest[i + 1])
+    result = Result("2. no stale action", 0, f"{len(tries)} actions, {len(done)} acknowledged")
+    for act in tries:
+        i = bisect.bisect_right(tokens, act["token"])
+        if i < len(done) and act["t"] > earliest[i]:
+            result.add(
+                f"{act['worker']} token {act['token']} started at {run.at(act['t'])}, after an "
+                f"action with a larger token ended at {run.at(earliest[i])}{_thawed(run, act['t'])}"
+            )
+    return result
+
+
+def _thawed(run: RunFiles, t: float) -> str:
+    """A hint: a raft leader frozen past the TTL revokes live leases when it resumes (an etcd
+    bug, etcd-io/etcd#15247); their holders keep ``is_leader`` until the deletion reaches them.
+    """
+    for f in run.faults:
+        thawed_leader = f["kind"] == "stop-member" and "raft leader" in f["target"]
+        if thawed_leader and 0 <= t - f["end"] < 2.0:
+            return f" ({f['target']} resumed {t - f['end']:.2f}s before: etcd-io/etcd#15247?)"
+    return ""
+
+
+def wins(run: RunFiles) -> Result:
+    every = run.records("win")
+    valid = sorted((w for w in every if w["valid"]), key=lambda w: w["t"])
+    leaders = set(run.leaders())
+    result = Result(
+        "3. wins increase",
+        0,
+        f"{len(valid)} wins ({len(every) - len(valid)} more already lost when first checked)",
+    )
+    highest = 0
+    for win in valid:
+        if win["token"] <= highest:
+            result.add(
+                f"{win['worker']} won token {win['token']} at {run.at(win['t'])} after token "
+                f"{highest} had won{_thawed(run, win['t'])}"
+            )
+        if win["token"] not in leaders:
+            result.add(f"{win['worker']} won token {win['token']}, never a leader in etcd")
+        highest = max(highest, win["token"])
+    return result
+
+
+def observers(run: RunFiles) -> Result:
+    truth = run.leaders()
+    result = Result("4. observers", 0, f"etcd had {sum(t is not None for t in truth)} leaders")
+    for name, records in run.observers.items():
+        reports: list[int | None] = []
+        for r in records:
+            if r["ev"] == "leader" and (not reports or reports[-1] != r["token"]):
+                reports.append(r["token"])
+        highest, pos = 0, 0
+        for token in reports:
+            if token is not None and token <= highest:
+                result.add(f"{name} reported token {token} after token {highest}")
+            highest = max(highest, token or 0)
+            try:
+                found = truth.index(token, pos)
+            except ValueError:
+                result.add(f"{name} reported leader {token}: not next in etcd's history")
+                continue
+            for missed in truth[pos:found]:
+                result.add(f"{name} missed leader {missed}")
+            pos = found + 1
+        for missed in truth[pos:]:
+            result.add(f"{name} missed leader {missed} (at the end)")
+        result.summary += f"; {name} reported {len(reports)} changes"
+    return result
+
+
+def liveness(run: RunFiles) -> Result:
+    ends = sorted(a["end"] for a in run.records("act") if a["result"] == "ok")
+    marks = [run.began, *(t for t in ends if run.began <= t <= run.stopped), run.stopped]
+    gaps = sorted(((b - a, a, b) for a, b in itertools.pairwise(marks)), reverse=True)
+    allowance = 2 * run.ttl + 5  # recovery after a fault: lease expiry, etcd elections
+    windows = sorted((f["start"] - 0.5, f["end"] + allowance) for f in run.faults)
+    result = Result("5. liveness", 0, "no successful write at all")
+    for length, a, b in gaps:
+        uncovered, cursor = 0.0, a
+        for start, end in windows:
+            if start > cursor:
+                uncovered += max(0.0, min(start, b) - cursor)
+            cursor = max(cursor, end)
+            if cursor >= b:
+                break
+        uncovered += max(0.0, b - cursor)
+        if uncovered > UNEXPLAINED:
+            result.add(
+                f"{length:.1f}s without a write from {run.at(a)}: {uncovered:.1f}s of it "
+                "with no fault to explain it"
+            )
+    if gaps:
+        length, a, b = gaps[0]
+        during = sorted({f["kind"] for f in run.faults if f["start"] < b and f["end"] > a - 1})
+        result.summary = (
+            f"longest time without a successful write {length:.2f}s (from {run.at(a)}), "
+            f"during: {', '.join(during) or 'no fault'}"
+        )
+    return result
+
+
+def leftovers(run: RunFiles) -> Result:
+    keys, leases = run.leftovers["keys"], run.leftovers["leases"]
+    result = Result("6. nothing left", 0, f"{len(keys)} keys, {len(leases)} leases left")
+    for key in keys:
+        result.add(f"key {key}")
+    for lease, ttl in leases.items():
+        result.add(f"lease {int(lease):x} (TTL left {ttl}s)")
+    return result
+
+
+def processes(run: RunFiles) -> Result:
+    result = Result("7. processes", 0, "tracebacks in output, unexpected exits, unclean stops")
+    for path in sorted(run.dir.glob("*.stderr")):
+        lines = path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("Traceback"):
+                last = next((x for x in lines[i + 1 :] if re.match(r"\S", x)), "?")
+                result.add(f"{path.name}: {last}")
+    for r in run.controller:
+        if r["ev"] in ("unexpected-exit", "unclean-stop"):
+            result.add(f"{r['proc']}: {r['ev']} {r.get('code', r.get('what'))}")
+    return result
+
+
+def check(rundir: Path) -> tuple[list[Result], str]:
+    """Every property's result, and a summary of the faults injected."""
+    run = RunFiles(rundir)
+    kinds = Counter(f["kind"] for f in run.faults)
+    faults = f"{len(run.faults)} faults: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+    if run.skipped:
+        faults += f" ({run.skipped} skipped: no leading worker to pause)"
+    properties = (register, stale_actions, wins, observers, liveness, leftovers, processes)
+    return [prop(run) for prop in properties], faults
+
+
+def report(rundir: Path) -> int:
+    """Print the check of a run; 0 if every property holds, else 1."""
+    results, faults = check(rundir)
+    print(faults)
+    for r in results:
+        print(f"{r.name}: {r.violations} violations ({r.summary})")
+        for example in r.examples:
+            print(f"    {example}")
+    return 0 if all(r.violations == 0 for r in results) else 1
