@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import ETCD_BINARIES
-from geeh.local_etcd import LocalEtcdCluster
 from support.wait import eventually, within
 
 import geeh
+from geeh.testing import LocalEtcdCluster
 
 
 def geeh_command(*args: str) -> list[str]:

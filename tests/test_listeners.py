@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 from conftest import ETCD_BINARIES
-from geeh.local_etcd import LocalEtcdCluster, find_etcdctl, free_port
-from support.proxy import TcpProxy
 from support.wait import eventually, within
 
 import geeh
 from geeh._proto import rpc_pb2
 from geeh.listeners import loss_reason
 from geeh.net.retry import LEASE_REVOKE
+from geeh.testing import LocalEtcdCluster, TcpProxy, find_etcdctl, free_port
 
 
 class Recorder(geeh.Listener):

@@ -15,10 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import ETCD_BINARIES
-from geeh.local_etcd import LocalEtcdCluster, free_port
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
-from support.proxy import TcpProxy
 from support.wait import eventually, within
 
 import geeh
@@ -26,6 +24,7 @@ from geeh._proto import rpc_pb2
 from geeh.listeners import loss_reason
 from geeh.net.retry import LEASE_REVOKE
 from geeh.prometheus import PrometheusListener
+from geeh.testing import LocalEtcdCluster, TcpProxy, free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
