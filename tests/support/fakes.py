@@ -15,6 +15,7 @@ from typing import Any
 from geeh._proto import rpc_pb2
 from geeh.core import Core
 from geeh.leadership import Leadership
+from geeh.listeners import Events
 from geeh.net.retry import LEASE_GRANT, LEASE_REVOKE, TXN
 from geeh.session import Session
 
@@ -38,6 +39,7 @@ class FakeTransport:
         self.covered: dict[str, float] = {}
         self.heard: dict[str, float] = {}
         self.closed = False
+        self.events = Events()
 
     def count(self, path: str) -> int:
         return sum(1 for p, _ in self.calls if p == path)
