@@ -60,7 +60,7 @@ nitpick_ignore_regex = [
     ("py:(class|obj|exc)", r"(BaseException|Exception|ValueError|Any|None)"),
     ("py:(class|obj)", r"(geeh\.\w+\.)?T"),  # type variables
     # Internals that appear in signatures: the protobuf messages and the shared core.
-    ("py:(class|obj)", r"geeh\._proto\..*|geeh\.core\.Core"),
+    ("py:(class|obj)", r"geeh\._proto\..*|geeh\.core\.Core|geeh\.session\.NewSession"),
     ("py:(class|obj)", r"prometheus_client\..*"),  # another library's, as the stdlib's
 ]
 

@@ -84,7 +84,7 @@ class LossSignal:
             self._callbacks.append(callback)
 
     def remove_callback(self, callback: Callable[[BaseException | None], None]) -> None:
-        """Forget a callback added with :meth:`add_callback` (no error if it is not there)."""
+        """Forget a callback added with ``add_callback`` (no error if it is not there)."""
         if callback in self._callbacks:
             self._callbacks.remove(callback)
 
