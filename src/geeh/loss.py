@@ -23,7 +23,10 @@ class LossSignal:
     """
 
     def __init__(self, poll: Callable[[], object] | None = None) -> None:
-        self._event = asyncio.Event()
+        # Not an asyncio.Event: its deque costs 0.7 KiB per leadership, and a client may hold
+        # thousands; waiters are rare, so a list of futures made on demand is enough.
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] = []
         self._reason: BaseException | None = None
         self._callbacks: list[Callable[[BaseException | None], None]] = []
         self._poll = poll
@@ -31,7 +34,7 @@ class LossSignal:
 
     def _check(self) -> None:
         # Why the flag: the poll may set this very signal, which must not poll again.
-        if self._poll is not None and not self._polling and not self._event.is_set():
+        if self._poll is not None and not self._polling and not self._set:
             self._polling = True
             try:
                 self._poll()
@@ -41,7 +44,7 @@ class LossSignal:
     def is_set(self) -> bool:
         """True once the thing it guards has ended."""
         self._check()
-        return self._event.is_set()
+        return self._set
 
     @property
     def reason(self) -> BaseException | None:
@@ -52,7 +55,14 @@ class LossSignal:
     async def wait(self) -> BaseException | None:
         """Wait until set; returns :attr:`reason`."""
         self._check()
-        await self._event.wait()
+        if not self._set:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
         return self._reason
 
     def __await__(self) -> Generator[Any, None, BaseException | None]:
@@ -64,10 +74,14 @@ class LossSignal:
         A deadline that has already passed counts as earlier than this call: its reason wins.
         """
         self._check()
-        if self._event.is_set():
+        if self._set:
             return False
         self._reason = reason
-        self._event.set()
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             _run(callback, reason)
@@ -89,7 +103,7 @@ class LossSignal:
             self._callbacks.remove(callback)
 
     def __repr__(self) -> str:
-        state = f"set reason={self._reason!r}" if self._event.is_set() else "unset"
+        state = f"set reason={self._reason!r}" if self._set else "unset"
         return f"<LossSignal {state}>"
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from .errors import CandidateRemoved, ClosedError, Compacted, ElectionError
 from .keys import show
-from .watch import NOPUT, Inbox, Watch, WatchHub
+from .watch import NOPUT, Inbox, Mailbox, Watch, WatchHub
 
 # How long a waiting candidate lets a hand-off settle before its read-ahead (see Line.wait).
 READ_AHEAD_DELAY = 0.05
@@ -84,7 +84,7 @@ class Line:
         self.complete = complete
         self.rule = WinRule(key, older, complete, read)
         self._read = read
-        self._inbox: Inbox = asyncio.Queue()
+        self._inbox: Inbox = Mailbox()
         self._watches: dict[bytes, Watch] = {}
         self._ordered: Watch | None = None
 
