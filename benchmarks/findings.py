@@ -316,7 +316,8 @@ def _serializable_finding() -> list[str]:
 
 
 def _event_path_finding(data: dict[str, Any]) -> list[str]:
-    from geeh import failover, watch
+    from geeh import watch
+    from geeh.net import stream as failover
 
     floors = []
     for cluster in ("1-member", "3-member"):

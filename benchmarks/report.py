@@ -10,7 +10,7 @@ from typing import Any
 
 from geeh.win import READ_AHEAD_DELAY
 
-from . import findings
+from . import findings, report_users
 from .common import ETCDCTL, GEEH, RESULTS, Series, ms, ratio
 from .scale import SETTLE as SCALE_SETTLE
 
@@ -218,10 +218,13 @@ def write(path: str, data: dict[str, Any]) -> None:
     L += method(data)
     L += section_handoff(data)
     L += section_observers(data)
+    L += report_users.section_concurrent(data)
     L += section_crash(data)
     L += section_scale(data)
     L += section_switch(data)
     L += section_cost(data)
+    L += report_users.section_fleet(data)
+    L += report_users.section_shards(data)
     L += section_profiles(data)
     L += notes(data)
     with open(path, "w") as f:

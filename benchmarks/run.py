@@ -17,14 +17,17 @@ import geeh
 from geeh.testing import LocalEtcdCluster
 
 from . import (
+    concurrent,
     cost,
     crash,
     findings,
+    fleet,
     handoff,
     observers,
     profiling,
     report,
     scale,
+    shards,
     switch,
 )
 from .common import REPO, Config, Etcd, geeh_cli, kill_all, machine
@@ -41,6 +44,9 @@ STAGES = [
     "switch",
     "profile",
     "cost",
+    "concurrent",
+    "fleet",
+    "shards",
 ]
 
 
@@ -102,6 +108,13 @@ async def _on_cluster(cfg: Config, members: int, only: set[str], data: dict[str,
             if members > 1 and "switch" in only:
                 await _stage(data, "switch", "member switch", switch.run(cfg, endpoints, etcd))
             if members == 1:
+                if "concurrent" in only:
+                    await _stage(
+                        data,
+                        "concurrent",
+                        "observers side by side",
+                        concurrent.run(cfg, endpoints, etcd),
+                    )
                 if "crash" in only:
                     await _stage(data, "crash", "crash failover", crash.run(cfg, endpoints, etcd))
                 if "scale" in only:
@@ -121,6 +134,10 @@ async def _main(cfg: Config, only: set[str], data: dict[str, Any]) -> None:
             await _on_cluster(cfg, 3, only, data)
         if "cost" in only:
             await _stage(data, "cost", "idle cost", cost.run(cfg))
+        if "fleet" in only:
+            await _stage(data, "fleet", "observer fleets", fleet.run(cfg))
+        if "shards" in only:
+            await _stage(data, "shards", "shard leadership", shards.run(cfg))
     finally:
         kill_all()
 

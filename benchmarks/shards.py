@@ -1,0 +1,118 @@
+"""5c. Shard leadership: one process holding N elections (one per shard) on one shared session.
+
+For N = 10, 100, 1000 and 10,000 (--quick: up to 1000) a worker process
+(benchmarks/shard_worker.py) campaigns in N elections at once on an etcd of its own and
+reports the time until it leads them all and its RSS before and after; then, idle for a
+window, the driver reads from etcd's /metrics what the worker's streams carried: messages
+etcd received on the Watch stream and on the LeaseKeepAlive stream, and the Watch messages
+it sent. A progress request covers the whole watch stream, and a shared session's
+keepalives prove the member alive for every election at once, so none of these may grow
+with N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from geeh.testing import LocalEtcdCluster
+
+from .common import Config, Proc, kill_all, scrape
+
+_SENT = re.compile(
+    r'^grpc_server_msg_sent_total\{grpc_method="(\w+)",grpc_service="([\w.]+)",'
+    r'grpc_type="\w+"\} (\S+)$'
+)
+
+
+@dataclass
+class Shards:
+    n: int
+    win_seconds: float = 0.0
+    rss_before_kib: int = 0
+    rss_after_kib: int = 0
+    held_before_kib: int = 0  # RSS after malloc_trim(0): see shard_worker.py
+    held_after_kib: int = 0
+    seconds: float = 0.0
+    received: dict[str, float] = field(default_factory=dict)
+    sent: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rss_per_election_kib(self) -> float:
+        return (self.rss_after_kib - self.rss_before_kib) / self.n
+
+    @property
+    def held_per_election_kib(self) -> float:
+        return (self.held_after_kib - self.held_before_kib) / self.n
+
+    def per_minute(self, counts: dict[str, float], key: str) -> float:
+        return counts.get(key, 0.0) * 60 / self.seconds if self.seconds else float("nan")
+
+
+def scrape_sent(url: str) -> dict[str, float]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    text = opener.open(url + "/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _SENT.match(line)
+        if m and float(m.group(3)):
+            out[f"{m.group(2).rsplit('.', 1)[-1]}.{m.group(1)}"] = float(m.group(3))
+    return out
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+async def _one(n: int, seconds: float) -> Shards:
+    result = Shards(n)
+    cluster = LocalEtcdCluster(1)
+    await asyncio.to_thread(cluster.start)
+    proc: Proc | None = None
+    try:
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.shard_worker",
+            str(n),
+            ",".join(cluster.endpoints),
+        ]
+        proc = Proc(argv, "shards")
+        _, line, _ = await proc.wait_line(lambda line: line.startswith(b"won "), timeout=600)
+        took, *kib = line.split()[1:6]
+        result.win_seconds = float(took)
+        (
+            result.rss_before_kib,
+            result.rss_after_kib,
+            result.held_before_kib,
+            result.held_after_kib,
+        ) = (int(k) for k in kib)
+        await asyncio.sleep(2.0)  # past the last watch confirmations
+        url = cluster.client_urls[0]
+        r0, s0, t0 = scrape(url), scrape_sent(url), time.monotonic()
+        await asyncio.sleep(seconds)
+        r1, s1 = scrape(url), scrape_sent(url)
+        result.seconds = time.monotonic() - t0
+        result.received, result.sent = _delta(r1, r0), _delta(s1, s0)
+    finally:
+        if proc is not None:
+            await proc.stop(timeout=30)
+        await asyncio.to_thread(cluster.close)
+    return result
+
+
+async def run(cfg: Config) -> list[Shards]:
+    seconds = cfg.secs(60, 15)
+    sizes = (10, 100, 1000) if cfg.quick else (10, 100, 1000, 10_000)
+    out: list[Shards] = []
+    try:
+        for n in sizes:
+            print(f"    {n} elections", flush=True)
+            out.append(await _one(n, seconds))
+    finally:
+        kill_all()
+    return out
