@@ -14,6 +14,7 @@ from typing import Any
 from geeh.election import DEFAULT_TTL
 from geeh.win import READ_AHEAD_DELAY
 
+from . import findings_users
 from .common import ETCDCTL, GEEH, Series, ms, ratio
 from .scale import SETTLE as SCALE_SETTLE
 
@@ -111,6 +112,7 @@ def slower_than_reference(data: dict[str, Any]) -> list[str]:
                 f"the bare watch-event floor on {cluster} etcd (gee-h transport "
                 f"{_med(i['floor'])} vs `etcdctl watch` {_med(i['floor-go'])})"
             )
+    out += findings_users.slower(data)
     return out
 
 
@@ -565,6 +567,9 @@ def findings(data: dict[str, Any]) -> list[str]:
         *_serializable_finding(),
         *_event_path_finding(data),
         *_idle_finding(data),
+        *findings_users.concurrent_finding(data),
+        *findings_users.fleet_finding(data),
+        *findings_users.shards_finding(data),
         *_switch_finding(data),
     ]
     n = 0

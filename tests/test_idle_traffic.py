@@ -164,3 +164,17 @@ async def test_a_held_election_costs_a_few_kib_of_python_heap(
     for leadership in [*held, warm]:
         await leadership.resign()
     await session.close()
+
+
+async def test_a_mailbox_serves_several_waiters_and_loses_nothing_to_a_cancelled_one() -> None:
+    box: watch.Mailbox[int] = watch.Mailbox()
+    cancelled = asyncio.ensure_future(box.get())
+    first, second = asyncio.ensure_future(box.get()), asyncio.ensure_future(box.get())
+    await asyncio.sleep(0)  # all three are waiting
+    cancelled.cancel()
+    box.put_nowait(1)
+    box.put_nowait(2)
+    assert sorted(await asyncio.gather(first, second)) == [1, 2]
+    assert cancelled.cancelled()
+    box.put_nowait(3)
+    assert await box.get() == 3

@@ -50,32 +50,35 @@ T = TypeVar("T")
 
 
 class Mailbox(Generic[T]):
-    """An unbounded single-consumer queue: a deque and at most one waiting future.
+    """An unbounded queue: a list of items and the futures of whoever waits for one.
 
     Why not asyncio.Queue: a client holding thousands of elections holds one per watch, and
     a Queue carries three deques and an Event, about 2.5 KiB, where this needs a list.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_waiters")
 
     def __init__(self) -> None:
         self._items: list[T] = []  # rarely more than one: a list is the smallest container
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
 
     def put_nowait(self, item: T) -> None:
         self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        # Wake every waiter (there is rarely more than one): whoever runs first takes the
+        # item, the others wait again, and a waiter cancelled meanwhile loses nothing.
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def get(self) -> T:
-        """The oldest item, waiting for one. Only one task may wait at a time."""
+        """The oldest item, waiting for one."""
         while not self._items:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
                 await waiter
             finally:
-                self._waiter = None
+                self._waiters.remove(waiter)
         return self._items.pop(0)
 
 
