@@ -213,6 +213,12 @@ def write(path: str, data: dict[str, Any]) -> None:
         "Regenerate with `python -m benchmarks` (`--quick` for fewer trials).",
         "",
     ]
+    if data.get("merged"):
+        L[-2] += (
+            " Stages measured again later and merged in (`--merge`): "
+            + "; ".join(data["merged"])
+            + "."
+        )
     L += headline(data)
     L += machine(data)
     L += method(data)

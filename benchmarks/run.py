@@ -52,6 +52,7 @@ STAGES = [
 
 async def _stage(data: dict[str, Any], key: str, label: str, coro: Any) -> None:
     print(f"  {label} ...", flush=True)
+    data.setdefault("stages_run", []).append(label)
     t0 = time.monotonic()
     try:
         data[key] = await coro
@@ -159,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"rewrite the report from the last run's measurements ({DATA})",
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="fold the stages run now into the last run's measurements and report both",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         with open(DATA, "rb") as f:
@@ -180,10 +186,29 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; writing what was measured")
     data["elapsed"] = time.monotonic() - t0
     data["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.merge:
+        data = _merged(data)
     with contextlib.suppress(Exception), open(DATA, "wb") as f:
         pickle.dump(data, f)
     _write(args.out, data)
     return 0
+
+
+def _merged(new: dict[str, Any]) -> dict[str, Any]:
+    """The last run's measurements with this run's stages in place of theirs."""
+    with open(DATA, "rb") as f:
+        old: dict[str, Any] = pickle.load(f)
+    labels = set(new.get("stages_run", []))
+    errors = [e for e in old.get("errors", []) if e.split(":", 1)[0] not in labels]
+    errors += new.get("errors", [])
+    keep = ("config", "date", "machine", "elapsed", "load_end", "stages_run", "errors")
+    old.update({k: v for k, v in new.items() if k not in keep})
+    old["errors"] = errors
+    old.setdefault("merged", []).append(
+        f"{', '.join(new.get('stages_run', []))} (run again on {new['date']}, "
+        f"{new['elapsed']:.0f} s)"
+    )
+    return old
 
 
 def _write(out: str, data: dict[str, Any]) -> None:

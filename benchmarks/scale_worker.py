@@ -49,7 +49,7 @@ def _instrument() -> None:
         return original_watch(self, *args, **kwargs)
 
     def remove(self: Any, w: Any) -> None:
-        if w.watch_id in self.core.watches:
+        if w.watch_id in self._watches:
             _counts["watch"] += 1
         original_remove(self, w)
 

@@ -119,7 +119,7 @@ async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
                         label = f"{n} waiting, {what}"
                         s = series.setdefault(label, Series(label))
                         await asyncio.sleep(0.3)
-                        transport = clients[n]._transport
+                        transport = clients[n].core.transport
                         stamps[n].clear()
                         t0 = time.monotonic()
                         if switch:
