@@ -36,6 +36,7 @@ from .leadership import Leadership
 from .listeners import Listener
 from .loss import LossSignal
 from .observe import Observation
+from .net.tls import TLS
 from .session import Session
 
 __version__ = "0.1.0"
@@ -65,6 +66,7 @@ __all__ = [
     "Observation",
     "Session",
     "SessionExpired",
+    "TLS",
     "Timeout",
     "TxnResult",
     "WrongThread",

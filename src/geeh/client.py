@@ -16,6 +16,7 @@ from .net.auth import Authenticator
 from .net.endpoints import parse_endpoints
 from .net.failover import Transport
 from .net.retry import COMPACT, RANGE, STATUS
+from .net.tls import TLS
 from .session import NewSession, check_ttl
 
 log = logging.getLogger("geeh")
@@ -38,7 +39,10 @@ class Client:
                 ...
 
     ``endpoints`` is one "host:port" string (comma-separated allowed) or a sequence of them;
-    with ``discover`` (the default) the other members are learnt from the cluster. Entering
+    ``https://host:port``, or ``tls`` (a :class:`geeh.TLS`), makes the client speak TLS.
+    Like etcdctl, the client talks to the endpoints given; with ``discover`` it also learns
+    the other members' advertised URLs from the cluster (off by default: behind a
+    port-forward, a load balancer or NAT those addresses may not be reachable). Entering
     the client checks that etcd answers within ``dial_timeout``; every request then gets up
     to ``request_timeout`` seconds over all members, each attempt ``attempt_timeout``.
     ``close()`` resigns every leadership, revokes every session's lease and stops every
@@ -53,12 +57,22 @@ class Client:
         dial_timeout: float = 5.0,
         request_timeout: float = 10.0,
         attempt_timeout: float = 2.0,
-        discover: bool = True,
+        discover: bool = False,
         username: str | None = None,
         password: str | None = None,
+        tls: TLS | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
-        self.endpoints = parse_endpoints(endpoints)
+        parsed = parse_endpoints(endpoints)
+        self.endpoints = parsed.addresses
+        if tls is not None and not isinstance(tls, TLS):
+            raise InvalidArgument(f"tls must be a geeh.TLS, not {type(tls).__name__}")
+        if parsed.secure is False and tls is not None:
+            raise InvalidArgument("TLS settings were given for http:// endpoints: use https://")
+        if parsed.secure and tls is None:
+            tls = TLS()  # https:// alone: verify against the system's CAs
+        #: The TLS settings, or None for plaintext.
+        self.tls = tls
         self.dial_timeout = _positive(dial_timeout, "dial_timeout")
         request_timeout = _positive(request_timeout, "request_timeout")
         attempt_timeout = _positive(attempt_timeout, "attempt_timeout")
@@ -75,6 +89,7 @@ class Client:
             request_timeout=request_timeout,
             attempt_timeout=attempt_timeout,
             auth=auth,
+            tls=tls.load() if tls is not None else None,
             events=Events(listeners),
         )
         self._core = Core(transport)

@@ -39,6 +39,7 @@ from .retry import (
     translate,
     unavailable,
 )
+from .tls import LoadedTLS
 
 log = logging.getLogger("geeh.failover")
 
@@ -80,6 +81,7 @@ class Transport:
         attempt_timeout: float,
         channel_options: Sequence[tuple[str, Any]] = (),
         auth: Authenticator | None = None,
+        tls: LoadedTLS | None = None,
         events: Events | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
@@ -87,7 +89,10 @@ class Transport:
         self.request_timeout = request_timeout
         self.attempt_timeout = attempt_timeout
         self.auth = auth
-        self._options = [*CHANNEL_OPTIONS, *channel_options]
+        self.tls = tls
+        self._credentials = tls.credentials() if tls is not None else None
+        tls_options = tls.channel_options() if tls is not None else []
+        self._options = [*CHANNEL_OPTIONS, *tls_options, *channel_options]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._unary: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._pinned = 0
@@ -124,7 +129,10 @@ class Transport:
             raise ClosedError("the client is closed")
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(endpoint, self._credentials, self._options)
+            else:
+                channel = grpc.aio.insecure_channel(endpoint, options=self._options)
             self._channels[endpoint] = channel
         return channel
 
@@ -310,12 +318,13 @@ class Transport:
         """Ask the cluster for its members' client URLs and add them to the endpoints."""
         response = await self.call(MEMBER_LIST, rpc.MemberListRequest(), timeout=timeout)
         found: list[str] = []
+        scheme = "https://" if self.tls is not None else "http://"
         for member in response.members:
             if member.isLearner:
                 continue
             for url in member.clientURLs:
-                if url.startswith("http://"):
-                    found.append(url.removeprefix("http://").rstrip("/"))
+                if url.startswith(scheme):
+                    found.append(url.removeprefix(scheme).rstrip("/"))
         self.add_endpoints(found)
         return found
 
