@@ -11,6 +11,13 @@ The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
 """
 
+import os as _os
+
+# gRPC's C core logs each failed TLS handshake on stderr at INFO, which it shows unless
+# GRPC_VERBOSITY says otherwise; gee-h reports those failures itself, with their cause. This
+# keeps gRPC's documented default (ERROR) where the user set none and gRPC is not loaded yet.
+_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from . import kv
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
 from .candidates import Candidate
@@ -35,13 +42,14 @@ from .leader import Leader
 from .leadership import Leadership
 from .listeners import Listener
 from .loss import LossSignal
-from .observe import Observation
 from .net.tls import TLS
+from .observe import Observation
 from .session import Session
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "TLS",
     "ActiveCompletionQueue",
     "Campaign",
     "Candidate",
@@ -66,7 +74,6 @@ __all__ = [
     "Observation",
     "Session",
     "SessionExpired",
-    "TLS",
     "Timeout",
     "TxnResult",
     "WrongThread",

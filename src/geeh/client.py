@@ -13,6 +13,7 @@ from .errors import EtcdUnavailable, InvalidArgument
 from .kv import KV, Compare, KeyValue, Op, TxnResult
 from .listeners import Events, Listener
 from .net.auth import Authenticator
+from .net.diagnose import explain
 from .net.endpoints import parse_endpoints
 from .net.failover import Transport
 from .net.retry import COMPACT, RANGE, STATUS
@@ -113,9 +114,10 @@ class Client:
             else:
                 await transport.call(STATUS, rpc.StatusRequest(), timeout=self.dial_timeout)
         except EtcdUnavailable as err:
+            reason = await explain(self.endpoints, transport.tls, min(self.dial_timeout, 2.0))
             raise EtcdUnavailable(
                 f"cannot reach etcd at {', '.join(self.endpoints)} within "
-                f"{self.dial_timeout:g}s (is it running?)",
+                f"{self.dial_timeout:g}s: {reason or 'is it running?'}",
                 code=err.code,
             ) from None
         self._connected = True
