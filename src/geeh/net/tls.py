@@ -28,20 +28,23 @@ PemSource = str | bytes | os.PathLike[str]
 
 @dataclass(frozen=True, repr=False)
 class TLS:
-    """TLS settings for a :class:`geeh.Client`.
+    """TLS settings for a :class:`geeh.Client`, named after etcdctl's flags.
 
-    Args:
-        ca: the CA bundle that signed the members' certificates (``--cacert``); None: the
-            system's trusted CAs.
-        cert: the client certificate to present (``--cert``), for clusters started with
-            ``--client-cert-auth``; with etcd's auth enabled its CN is the user name.
-        key: the private key of ``cert`` (``--key``).
-        server_name: the host name to verify the members' certificates against, when they
-            are reached through an address that is not on the certificate (a port-forward,
-            a load balancer).
+    ``ca`` is the CA bundle that signed the members' certificates (``--cacert``); None trusts
+    the system's CAs. ``cert`` and ``key`` are the client certificate and its private key
+    (``--cert``, ``--key``), for clusters started with ``--client-cert-auth``; with etcd's
+    auth enabled, the certificate's CN is the user name. Each of the three is a path (str or
+    path-like) or the PEM contents as bytes.
 
-    Each of ``ca``, ``cert`` and ``key`` is a path (str or path-like) or the PEM contents
-    as bytes.
+    ``server_name`` is the host name to verify the members' certificates against, when they
+    are reached through an address that is not on the certificate (a port-forward, a load
+    balancer).
+
+    ::
+
+        tls = geeh.TLS(ca="ca.pem", cert="client.pem", key="client-key.pem")
+        async with geeh.Client("https://10.0.0.1:2379", tls=tls) as client:
+            ...
     """
 
     ca: PemSource | None = None
