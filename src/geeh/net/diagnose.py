@@ -81,6 +81,9 @@ def _tls_problem(sock: socket.socket, endpoint: str, host: str, tls: LoadedTLS) 
         return _server_certificate(err, endpoint, name, tls)
     except ssl.SSLError as err:
         return _handshake(str(err).upper(), endpoint, tls)
+    except ConnectionResetError:
+        # Closed with our ClientHello still unread: the kernel resets rather than ends it.
+        return _handshake("UNEXPECTED_EOF", endpoint, tls)
     except OSError:
         return None
     return None
