@@ -103,14 +103,22 @@ def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) 
     )
     add(
         "--cacert",
+        dest="tls_cacert",
         metavar="FILE",
         default=default,
         help="verify the members' certificates with this CA bundle (speaks TLS)",
     )
-    add("--cert", metavar="FILE", default=default, help="client certificate (speaks TLS)")
-    add("--key", metavar="FILE", default=default, help="private key of --cert")
+    add(
+        "--cert",
+        dest="tls_cert",
+        metavar="FILE",
+        default=default,
+        help="client certificate (speaks TLS)",
+    )
+    add("--key", dest="tls_key", metavar="FILE", default=default, help="private key of --cert")
     add(
         "--server-name",
+        dest="tls_server_name",
         metavar="NAME",
         default=default,
         help="verify the members' certificates for NAME instead of the endpoint's host "
@@ -133,14 +141,22 @@ def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) 
     )
     add(
         "--user",
+        dest="auth_user",
         metavar="NAME[:PASSWORD]",
         default=default,
         help="etcd user name, and password (better: --password-file or $GEEH_PASSWORD; "
         "asked for on a terminal if given nowhere)",
     )
-    add("--password", metavar="PASSWORD", default=default, help="password of --user")
+    add(
+        "--password",
+        dest="auth_password",
+        metavar="PASSWORD",
+        default=default,
+        help="password of --user",
+    )
     add(
         "--password-file",
+        dest="auth_password_file",
         metavar="FILE",
         default=default,
         help="read the password of --user from FILE (its first line)",
@@ -206,9 +222,10 @@ class Setting:
     level: int  # 0: a flag, 1: GEEH_*, 2: ETCDCTL_*
 
 
-def setting(args: argparse.Namespace, flag: str, *env: str) -> Setting | None:
-    """The flag's value if given, else the first non-empty variable of ``env``."""
-    given = getattr(args, flag.replace("-", "_"), None)
+def setting(args: argparse.Namespace, flag: str, dest: str, *env: str) -> Setting | None:
+    """The flag's value (at ``args.dest``) if given, else the first non-empty variable of
+    ``env``. Options have dests of their own: `geeh put` has a KEY of its own."""
+    given = getattr(args, dest, None) if dest else None
     if given is not None:
         return Setting(given, f"--{flag}", 0)
     for name in env:
@@ -224,7 +241,7 @@ def bool_setting(args: argparse.Namespace, flag: str) -> Setting | None:
     if given is not None:
         return Setting("true" if given else "false", f"--{flag}", 0)
     variable = flag.upper().replace("-", "_")
-    found = setting(args, "", f"GEEH_{variable}", f"ETCDCTL_{variable}")
+    found = setting(args, "", "", f"GEEH_{variable}", f"ETCDCTL_{variable}")
     if found is None:
         return None
     word = found.value.strip().lower()
@@ -263,10 +280,10 @@ def tls_from(args: argparse.Namespace, endpoints: str) -> TLS | None:
     --insecure-transport on the command line means plaintext, and conflicts with TLS asked
     for on the command line too; --insecure-transport=false means TLS without files."""
     files = {
-        "ca": setting(args, "cacert", "GEEH_CACERT", "ETCDCTL_CACERT"),
-        "cert": setting(args, "cert", "GEEH_CERT", "ETCDCTL_CERT"),
-        "key": setting(args, "key", "GEEH_KEY", "ETCDCTL_KEY"),
-        "server_name": setting(args, "server-name", "GEEH_SERVER_NAME"),
+        "ca": setting(args, "cacert", "tls_cacert", "GEEH_CACERT", "ETCDCTL_CACERT"),
+        "cert": setting(args, "cert", "tls_cert", "GEEH_CERT", "ETCDCTL_CERT"),
+        "key": setting(args, "key", "tls_key", "GEEH_KEY", "ETCDCTL_KEY"),
+        "server_name": setting(args, "server-name", "tls_server_name", "GEEH_SERVER_NAME"),
     }
     insecure = bool_setting(args, "insecure-transport")
     given = {k: v for k, v in files.items() if v is not None}
@@ -307,16 +324,16 @@ def credentials(args: argparse.Namespace, warn: Any) -> tuple[str | None, str | 
     or ETCDCTL_*) makes the whole user value the name; otherwise NAME:PASSWORD is split at
     the first colon. The password of the highest level wins.
     """
-    user = setting(args, "user", "GEEH_USER", "ETCDCTL_USER")
+    user = setting(args, "user", "auth_user", "GEEH_USER", "ETCDCTL_USER")
     password = password_setting(args)
     if user is None:
         if password is not None:
             raise InvalidArgument(f"{password.source} needs a user name (--user or $GEEH_USER)")
         return None, None
     name, colon, inline = user.value.partition(":")
-    if password is not None and password.level <= user.level:
-        name, colon = user.value, ""
-    elif colon:
+    if password is not None and password.level == user.level:
+        name = user.value
+    elif colon and (password is None or user.level < password.level):
         password = Setting(inline, user.source, user.level)
     if not name:
         raise InvalidArgument(f"{user.source}: the user name is empty")
@@ -328,13 +345,13 @@ def credentials(args: argparse.Namespace, warn: Any) -> tuple[str | None, str | 
 
 
 def password_setting(args: argparse.Namespace) -> Setting | None:
-    given = getattr(args, "password", None)
-    path = getattr(args, "password_file", None)
+    given = getattr(args, "auth_password", None)
+    path = getattr(args, "auth_password_file", None)
     if given is not None and path is not None:
         raise InvalidArgument("give --password or --password-file, not both")
     if path is not None:
         return Setting(read_password_file(path), "--password-file", 0)
-    return setting(args, "password", "GEEH_PASSWORD", "ETCDCTL_PASSWORD")
+    return setting(args, "password", "auth_password", "GEEH_PASSWORD", "ETCDCTL_PASSWORD")
 
 
 def read_password_file(path: str) -> str:
