@@ -14,10 +14,11 @@ import geeh
 from geeh.testing import LocalEtcdCluster, find_etcdctl
 
 
-@pytest.fixture(scope="module")
-def secured() -> Iterator[LocalEtcdCluster]:
+@pytest.fixture(scope="module", params=sorted(ETCD_BINARIES), ids=lambda v: f"etcd{v}")
+def secured(request: pytest.FixtureRequest) -> Iterator[LocalEtcdCluster]:
     """A one-member etcd with auth enabled (user root, password "secret") and 1 s tokens."""
-    cluster = LocalEtcdCluster(1, etcd_bin=ETCD_BINARIES["3.5"], extra_args=["--auth-token-ttl=1"])
+    binary = ETCD_BINARIES[request.param]
+    cluster = LocalEtcdCluster(1, etcd_bin=binary, extra_args=["--auth-token-ttl=1"])
     cluster.start()
     etcdctl = [find_etcdctl(), f"--endpoints={cluster.endpoints[0]}"]
     try:
