@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from ._proto import rpc_pb2 as rpc
 from .core import Core
 from .election import Election
-from .errors import EtcdUnavailable, InvalidArgument
+from .errors import EtcdError, EtcdUnavailable, InvalidArgument
 from .kv import KV, Compare, KeyValue, Op, TxnResult
 from .listeners import Events, Listener
 from .net.auth import Authenticator
@@ -179,15 +179,26 @@ class Client:
         return NewSession(self._core, check_ttl(ttl), lease)
 
     async def compact(self, revision: int | None = None) -> int:
-        """Compact etcd's history up to ``revision`` (default: the current one). For tests/ops."""
-        if revision is None:
-            response = await self._core.transport.call(
-                RANGE, rpc.RangeRequest(key=b"\x00", count_only=True)
+        """Compact etcd's history up to ``revision`` (default: the current one). For tests/ops.
+
+        etcd lets only its root role compact: anyone else gets an EtcdError that says so.
+        """
+        try:
+            if revision is None:
+                response = await self._core.transport.call(
+                    RANGE, rpc.RangeRequest(key=b"\x00", count_only=True), what="compact"
+                )
+                revision = response.header.revision
+            await self._core.transport.call(
+                COMPACT, rpc.CompactionRequest(revision=revision, physical=True)
             )
-            revision = response.header.revision
-        await self._core.transport.call(
-            COMPACT, rpc.CompactionRequest(revision=revision, physical=True)
-        )
+        except EtcdError as err:
+            if err.code != "PERMISSION_DENIED":
+                raise
+            raise EtcdError(
+                "compact: etcd answered permission denied: only its root role may compact",
+                code=err.code,
+            ) from None
         return revision
 
     # -- the KV surface: a leader's own data (fenced forms: Leadership.put, .txn) -------------
