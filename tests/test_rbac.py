@@ -10,6 +10,9 @@ outside the prefix are refused.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,3 +158,42 @@ async def test_compact_needs_root_and_says_so(limited: LocalEtcdCluster) -> None
         assert refused.value.code == "PERMISSION_DENIED"
     async with root(limited) as admin:
         assert await admin.compact() > 0
+
+
+async def run_geeh(cluster: LocalEtcdCluster, *args: str) -> tuple[int, str, str]:
+    """The geeh command as the prefix-only user, its password in GEEH_PASSWORD (not argv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCDCTL_", "GEEH_"))}
+    env.update(GEEH_ENDPOINTS=",".join(cluster.endpoints), GEEH_USER=USER, GEEH_PASSWORD=PASSWORD)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "geeh.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await within(process.communicate(), 30, f"geeh {' '.join(args)}")
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_cli_needs_no_more_than_the_prefix(limited: LocalEtcdCluster) -> None:
+    """`geeh elect`, `leader`, `candidates` and `status` as the prefix-only user."""
+    elect = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "geeh.cli", "--endpoints", ",".join(limited.endpoints),
+        "--user", USER, "--password-file", "/dev/stdin", "elect", LEADER, "cli-leader",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert elect.stdin is not None and elect.stdout is not None
+    elect.stdin.write(PASSWORD.encode() + b"\n")
+    elect.stdin.close()
+    try:
+        key = await within(elect.stdout.readline(), 30, "geeh elect wins")
+        assert key.startswith(f"{LEADER}/".encode())
+        code, out, err = await run_geeh(limited, "leader", LEADER)
+        assert code == 0 and out.splitlines()[1] == "cli-leader", err
+        code, out, err = await run_geeh(limited, "candidates", LEADER, "--json")
+        assert code == 0 and "cli-leader" in out, err
+        code, out, err = await run_geeh(limited, "status")
+        assert code == 0, err
+    finally:
+        elect.send_signal(signal.SIGINT)
+        await within(elect.wait(), 30, "geeh elect stops")
+    assert elect.returncode == 0
