@@ -11,7 +11,7 @@ The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
 """
 
-from . import kv
+from . import fork, kv  # noqa: F401 - fork first: it sets gRPC's fork handling before gRPC loads
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
 from .candidates import Candidate
 from .client import Client
@@ -22,6 +22,7 @@ from .errors import (
     ElectionError,
     EtcdError,
     EtcdUnavailable,
+    ForkedError,
     GeehError,
     InvalidArgument,
     LeadershipLost,
@@ -52,6 +53,7 @@ __all__ = [
     "ElectionObserver",
     "EtcdError",
     "EtcdUnavailable",
+    "ForkedError",
     "GeehError",
     "InvalidArgument",
     "KeyValue",
