@@ -11,14 +11,7 @@ The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
 """
 
-import os as _os
-
-# gRPC's C core logs each failed TLS handshake on stderr at INFO, which it shows unless
-# GRPC_VERBOSITY says otherwise; gee-h reports those failures itself, with their cause. This
-# keeps gRPC's documented default (ERROR) where the user set none and gRPC is not loaded yet.
-_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
-from . import kv
+from . import _grpc_setup, fork, kv  # noqa: F401 - first: gRPC settings before it loads
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
 from .candidates import Candidate
 from .client import Client
@@ -29,6 +22,7 @@ from .errors import (
     ElectionError,
     EtcdError,
     EtcdUnavailable,
+    ForkedError,
     GeehError,
     InvalidArgument,
     LeadershipLost,
@@ -61,6 +55,7 @@ __all__ = [
     "ElectionObserver",
     "EtcdError",
     "EtcdUnavailable",
+    "ForkedError",
     "GeehError",
     "InvalidArgument",
     "KeyValue",

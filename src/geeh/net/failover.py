@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from .. import fork
 from .._proto import rpc_pb2 as rpc
 from ..errors import ClosedError
 from ..listeners import Events
@@ -105,6 +107,7 @@ class Transport:
         # (a session's keepalives): the watch stream's probe is not needed before then.
         self.covered: dict[str, float] = {}
         self._closed = False
+        self.pid = os.getpid()  # channels do not survive fork(): see fork.py
         self.request_count = 0  # every unary attempt and stream opened; for tests, benchmarks
         self.on_request: Callable[[str, str], None] | None = None
 
@@ -125,10 +128,12 @@ class Transport:
         return self._closed
 
     def channel(self, endpoint: str) -> grpc.aio.Channel:
+        fork.check(self.pid, "this gee-h client")
         if self._closed:
             raise ClosedError("the client is closed")
         channel = self._channels.get(endpoint)
         if channel is None:
+            fork.channel_opened()
             if self._credentials is not None:
                 channel = grpc.aio.secure_channel(endpoint, self._credentials, self._options)
             else:
@@ -290,6 +295,7 @@ class Transport:
     def _callable(
         self, endpoint: str, method: Unary[Any, Any]
     ) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+        fork.check(self.pid, "this gee-h client")
         callable_ = self._unary.get((endpoint, method.path))
         if callable_ is None:
             callable_ = self.channel(endpoint).unary_unary(
@@ -335,6 +341,10 @@ class Transport:
         """
         self._closed = True  # no new channel from here on
         self._bump()
+        if fork.forked(self.pid):  # the parent's channels: drop them, never touch them
+            fork.abandon(self._channels, self._unary)
+            self._channels, self._unary = {}, {}
+            return
         self._unary.clear()
         while self._channels:
             endpoint, channel = next(iter(self._channels.items()))
