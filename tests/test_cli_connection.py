@@ -219,6 +219,35 @@ async def test_insecure_transport_against_a_plaintext_etcd(
     assert await geeh_status(spawn, *argv, "--insecure-transport=false", environ=env(**plain)) == 4
 
 
+async def test_each_bad_certificate_is_one_line_at_the_cli(
+    tls_etcd: LocalEtcdCluster, etcd: LocalEtcdCluster, name: str, spawn: Spawn, tmp_path: str
+) -> None:
+    """Exit 4 and one line that says what to fix; no traceback, no gRPC log line."""
+    other = geeh.testing.CertificateAuthority(str(tmp_path), "other")
+    expired = tls_etcd.issue_client_cert("client", expired=True)
+    assert tls_etcd.ca_path and tls_etcd.client_cert_path and tls_etcd.client_key_path
+    pair = ["--cert", tls_etcd.client_cert_path, "--key", tls_etcd.client_key_path]
+    secure = ",".join(tls_etcd.endpoints)
+    cases = [
+        (secure, ["--cacert", other.ca_path, *pair], "is not signed by the CA given"),
+        (secure, ["--cacert", tls_etcd.ca_path], "requires a client certificate"),
+        (
+            secure,
+            ["--cacert", tls_etcd.ca_path, "--cert", expired.cert_path, "--key", expired.key_path],
+            "refused the client certificate: it has expired",
+        ),
+        (secure, [*tls_args(tls_etcd), "--server-name", "etcd.example"], "not valid for"),
+        (secure, [], "serves TLS and this client speaks plaintext"),
+        (",".join(etcd.endpoints), tls_args(tls_etcd), "does not serve TLS"),
+    ]
+    for endpoints, argv, expected in cases:
+        status, _, err = await outcome(
+            spawn, "leader", name, "--endpoints", endpoints, "--dial-timeout", "1", *argv
+        )
+        assert status == 4 and err.count("\n") == 1 and expected in err, (argv, err)
+        assert err.startswith("geeh leader: cannot reach etcd"), err
+
+
 # -- elect over TLS, handing off to and from etcdctl elect over TLS --------------------------
 
 

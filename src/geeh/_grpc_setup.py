@@ -20,9 +20,21 @@ DEFAULTS = {
     "GRPC_VERBOSITY": "ERROR",
 }
 
+
+def _is_geeh_command() -> bool:
+    """The ``geeh`` command (console script or ``python -m geeh.cli``) is loading gee-h."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    if sys.argv and os.path.basename(sys.argv[0]) == "geeh":
+        return True
+    return len(argv) > 2 and argv[1] == "-m" and argv[2].split(".")[0] == "geeh"
+
+
 if "grpc" not in sys.modules:
-    _chosen = [name for name in DEFAULTS if name not in os.environ]
-    os.environ.update({name: DEFAULTS[name] for name in _chosen})
+    _chosen = {name: value for name, value in DEFAULTS.items() if name not in os.environ}
+    if "GRPC_VERBOSITY" in _chosen and _is_geeh_command():
+        # The command's stderr is its one-line messages; gRPC's errors are in them already.
+        _chosen["GRPC_VERBOSITY"] = "NONE"
+    os.environ.update(_chosen)
     try:
         import grpc  # noqa: F401
     finally:
