@@ -55,7 +55,7 @@ nitpicky = True
 nitpick_ignore_regex = [
     (
         "py:(class|obj|exc|data|func|meth)",
-        r"(asyncio|collections|concurrent|contextlib|datetime|enum|threading|time|types|typing)(\..*)?",
+        r"(asyncio|collections|concurrent|contextlib|datetime|enum|os|threading|time|types|typing)(\..*)?",
     ),
     ("py:(class|obj|exc)", r"(BaseException|Exception|ValueError|Any|None)"),
     ("py:(class|obj)", r"(geeh\.\w+\.)?T"),  # type variables

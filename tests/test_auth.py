@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from conftest import ETCD_BINARIES
-from support.wait import within
+from support.wait import eventually, within
 
 import geeh
+from geeh.net.retry import AUTHENTICATE
 from geeh.testing import LocalEtcdCluster, find_etcdctl
 
 
-@pytest.fixture(scope="module")
-def secured() -> Iterator[LocalEtcdCluster]:
+@pytest.fixture(scope="module", params=sorted(ETCD_BINARIES), ids=lambda v: f"etcd{v}")
+def secured(request: pytest.FixtureRequest) -> Iterator[LocalEtcdCluster]:
     """A one-member etcd with auth enabled (user root, password "secret") and 1 s tokens."""
-    cluster = LocalEtcdCluster(1, etcd_bin=ETCD_BINARIES["3.5"], extra_args=["--auth-token-ttl=1"])
+    binary = ETCD_BINARIES[request.param]
+    cluster = LocalEtcdCluster(1, etcd_bin=binary, extra_args=["--auth-token-ttl=1"])
     cluster.start()
     etcdctl = [find_etcdctl(), f"--endpoints={cluster.endpoints[0]}"]
     try:
@@ -112,3 +114,116 @@ async def test_no_credentials_is_a_clear_error(secured: LocalEtcdCluster) -> Non
     async with geeh.Client(secured.endpoints) as client:
         with pytest.raises(geeh.EtcdError, match=r"user name is empty|permission denied"):
             await within(client.election("auth").leader(), 5, "leader")
+
+
+# How long the callers of the combined test stay idle between bursts: more than a token's
+# life (1 s after its last use, checked by etcd every second), so each burst finds it expired.
+# The pause shapes the load; the test waits on the renewal counter, not on time.
+IDLE = 2.2
+EXPIRIES = 6
+
+
+async def test_leader_observer_and_callers_live_through_many_expiries(
+    secured: LocalEtcdCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader, a waiting candidate, an observer and five callers bursting at once share one
+    client through EXPIRIES token expiries: every call succeeds, exactly one Authenticate goes
+    out per expired token, and nothing is sent without a token."""
+    async with geeh.Client(secured.endpoints, username="root", password="secret") as client:
+        transport = client.core.transport
+        before = renewals(client)
+        # Every token etcd refused (each one an expiry), as the re-authentications report them.
+        refused: set[str] = set()
+        authenticate = transport.authenticate
+
+        async def recording(stale: str | None = None) -> None:
+            if stale is not None:
+                refused.add(stale)
+            await authenticate(stale=stale)
+
+        monkeypatch.setattr(transport, "authenticate", recording)
+        sent: list[str] = []  # Authenticate requests on the wire
+        tokenless: list[str] = []  # anything else sent with no token
+
+        def on_request(endpoint: str, path: str) -> None:
+            if path == AUTHENTICATE.path:
+                sent.append(path)
+            elif transport.token is None:
+                tokenless.append(path)
+
+        transport.on_request = on_request
+
+        election = client.election("auth-many")
+        leadership = await within(election.campaign(b"0", ttl=5), 5, "campaign")
+        waiting = asyncio.ensure_future(election.campaign(b"next", ttl=5))
+        seen: list[bytes] = []
+
+        async def observe() -> None:
+            async with election.observe() as changes:
+                async for leader in changes:
+                    seen.append(b"" if leader is None else leader.value)
+
+        async def proclaim_and_see(i: int) -> None:
+            """A new watch on a stream whose token expired must still see the proclamation."""
+            async with election.observe() as changes:
+                await anext(changes)
+                await leadership.proclaim(str(i).encode())
+                now = await within(anext(changes), 5, "a proclamation on a new watch")
+                assert now is not None and now.value == str(i).encode()
+
+        calls = [
+            proclaim_and_see,
+            lambda i: election.leader(),
+            lambda i: election.candidates(ttl=True),
+            lambda i: leadership.put("auth-many-data", str(i).encode()),
+            lambda i: client.get("auth-many-data"),
+        ]
+        failures: list[BaseException] = []
+        burst = asyncio.Event()
+
+        async def caller(call: Callable[[int], Awaitable[object]]) -> None:
+            i = 0
+            while True:
+                current = burst
+                await current.wait()
+                i += 1
+                try:
+                    await call(i)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as err:  # also pytest's Failed, from within()
+                    failures.append(err)
+
+        async def pacer() -> None:
+            nonlocal burst
+            while True:
+                await asyncio.sleep(IDLE)
+                current, burst = burst, asyncio.Event()
+                current.set()  # every caller at once
+
+        observer = asyncio.ensure_future(observe())
+        tasks = [asyncio.ensure_future(pacer())]
+        tasks += [asyncio.ensure_future(caller(call)) for call in calls]
+        try:
+            await eventually(
+                lambda: renewals(client) >= before + EXPIRIES or failures,
+                timeout=EXPIRIES * IDLE * 4,
+                what=f"{EXPIRIES} re-authentications",
+            )
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert failures == [], f"{len(failures)} calls failed: {failures[:3]}"
+            assert tokenless == [], f"sent without a token: {tokenless[:5]}"
+            renewed = renewals(client) - before
+            assert renewed == len(refused), "one re-authentication per expired token"
+            assert len(sent) == renewed, "an Authenticate request for each renewal, no more"
+            assert leadership.is_leader and not waiting.done()
+            await leadership.proclaim(b"last")
+            await eventually(lambda: seen[-1:] == [b"last"], what="the observer's last value")
+            await leadership.resign()
+            assert (await within(waiting, 5, "hand-off")).is_leader
+        finally:
+            for task in [*tasks, observer]:
+                task.cancel()
+            await asyncio.gather(*tasks, observer, return_exceptions=True)

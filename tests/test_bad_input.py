@@ -18,7 +18,7 @@ from geeh.testing import LocalEtcdCluster, TcpProxy, free_port
         ("localhost", "not of the form host:port"),
         ("127.0.0.1:99999", "not of the form host:port"),
         ([], "no etcd endpoint given"),
-        ("https://127.0.0.1:2379", "TLS endpoints are not supported"),
+        ("https://127.0.0.1:2379,http://127.0.0.1:2380", "endpoints mix TLS and plaintext"),
     ],
 )
 def test_bad_endpoints(endpoints: object, message: str) -> None:

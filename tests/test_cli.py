@@ -547,6 +547,21 @@ async def test_etcd_keeps_data_dir_when_given(tmp_path: os.PathLike[str], spawn:
     assert await asyncio.to_thread(os.path.isdir, os.path.join(tmp_path, "m0.etcd"))
 
 
+async def test_etcd_tls_prints_what_to_export(spawn: Spawn) -> None:
+    """`geeh etcd --tls`: https endpoints, then the certificates to export; they connect."""
+    served = await spawn(*GEEH, "etcd", "--tls")
+    urls = (await served.line("endpoints", timeout=30)).decode().strip()
+    assert urls.startswith("https://127.0.0.1:")
+    exports = (await served.line("export line", timeout=5)).decode().split()
+    assert exports[0] == "export"
+    files = dict(item.split("=", 1) for item in exports[1:])
+    assert sorted(files) == ["GEEH_CACERT", "GEEH_CERT", "GEEH_KEY"]
+    tls = geeh.TLS(ca=files["GEEH_CACERT"], cert=files["GEEH_CERT"], key=files["GEEH_KEY"])
+    async with geeh.Client(urls, tls=tls) as client:
+        assert await client.election("x").leader() is None
+    assert await served.interrupt() == 0
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 

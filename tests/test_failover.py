@@ -219,11 +219,9 @@ async def test_sigkill_of_the_pinned_member(
     target = leader_index if role == "raft-leader" else (leader_index + 1) % 3
     victim = cluster.member_endpoint(target)
     leader_endpoints = [victim] if role == "follower" else ordered(cluster, target)
-    async with clients(leader_endpoints, ordered(cluster, target), ordered(cluster, target)) as (
-        lc,
-        cc,
-        oc,
-    ):
+    async with clients(
+        leader_endpoints, ordered(cluster, target), ordered(cluster, target), discover=True
+    ) as (lc, cc, oc):
         assert len(lc.core.transport.endpoints) == 3, "the other members were discovered"
         assert lc.core.transport.endpoint == cc.core.transport.endpoint == victim
         requests = Requests(lc)

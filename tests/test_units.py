@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import geeh
-from geeh.net.endpoints import parse_endpoints
+from geeh.net.endpoints import Endpoints, parse_endpoints
 from geeh.net.retry import Backoff
 from geeh.session import check_ttl, safety_margin
 
@@ -55,9 +55,9 @@ def test_good_ttls() -> None:
 
 
 def test_endpoints_are_normalised() -> None:
-    assert parse_endpoints(None) == ["127.0.0.1:2379"]
-    assert parse_endpoints("http://a:1, b:2,a:1") == ["a:1", "b:2"]
-    assert parse_endpoints(["[::1]:2379"]) == ["[::1]:2379"]
+    assert parse_endpoints(None) == Endpoints(["127.0.0.1:2379"], secure=None)
+    assert parse_endpoints("http://a:1, b:2,a:1") == Endpoints(["a:1", "b:2"], secure=False)
+    assert parse_endpoints(["https://[::1]:2379/"]) == Endpoints(["[::1]:2379"], secure=True)
 
 
 def test_error_hierarchy() -> None:

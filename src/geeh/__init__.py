@@ -11,7 +11,7 @@ The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
 """
 
-from . import kv
+from . import _grpc_setup, fork, kv  # noqa: F401 - first: gRPC settings before it loads
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
 from .candidates import Candidate
 from .client import Client
@@ -22,6 +22,7 @@ from .errors import (
     ElectionError,
     EtcdError,
     EtcdUnavailable,
+    ForkedError,
     GeehError,
     InvalidArgument,
     LeadershipLost,
@@ -35,12 +36,14 @@ from .leader import Leader
 from .leadership import Leadership
 from .listeners import Listener
 from .loss import LossSignal
+from .net.tls import TLS
 from .observe import Observation
 from .session import Session
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "TLS",
     "ActiveCompletionQueue",
     "Campaign",
     "Candidate",
@@ -52,6 +55,7 @@ __all__ = [
     "ElectionObserver",
     "EtcdError",
     "EtcdUnavailable",
+    "ForkedError",
     "GeehError",
     "InvalidArgument",
     "KeyValue",

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import kv
+from . import fork, kv
 from .completion_queue import ActiveCompletionQueue, Endpoints
 from .election import DEFAULT_TTL, Election
 from .errors import ClosedError, InvalidArgument, NotLeader, Timeout
@@ -105,6 +105,7 @@ class LeaderElection:
         while waiting. Calling again returns the same Future while the campaign runs or
         leads; after leadership ended, it starts a new campaign.
         """
+        self._queue.check_fork()
         if self._closed:
             raise ClosedError("this election was closed")
         previous = self._future
@@ -162,6 +163,7 @@ class LeaderElection:
 
     def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
         """Call ``callback(reason)`` (on the loop thread: keep it quick) when leadership ends."""
+        self._queue.check_fork()
         leadership = self._leadership
         if leadership is None:
             raise NotLeader("not elected")
@@ -270,10 +272,16 @@ class LeaderElection:
         self._future = None
 
     def close(self) -> None:
-        """Resign and close the client if this election made it. Idempotent."""
+        """Resign and close the client if this election made it. Idempotent.
+
+        In a process forked after the queue was made it only marks itself closed: its
+        candidate belongs to the parent (see :class:`~geeh.ForkedError`).
+        """
         if self._closed:
             return
         self._closed = True
+        if fork.forked(self._queue._pid):
+            return
         with contextlib.suppress(Exception):
             self.resign(timeout=10)
         if self._owns_client:
@@ -355,6 +363,7 @@ class ElectionObserver:
         """Call ``callback(key, value)`` for the current leader and each change after it."""
         if not callable(callback):
             raise InvalidArgument(f"callback must be callable, not {type(callback).__name__}")
+        self._queue.check_fork()
         if self._closed:
             raise ClosedError("this observer was closed")
         subscription = Subscription(self, callback)
@@ -373,6 +382,8 @@ class ElectionObserver:
             return
         self._closed = True
         self._subscribers.clear()
+        if fork.forked(self._queue._pid):
+            return  # the parent's: its loop, thread and channels are not ours to stop
         self._future.cancel()
         if self._owns_client:
             with contextlib.suppress(Exception):

@@ -9,13 +9,15 @@ from collections.abc import Iterable, Sequence
 from ._proto import rpc_pb2 as rpc
 from .core import Core
 from .election import Election
-from .errors import EtcdUnavailable, InvalidArgument
+from .errors import EtcdError, EtcdUnavailable, InvalidArgument
 from .kv import KV, Compare, KeyValue, Op, TxnResult
 from .listeners import Events, Listener
 from .net.auth import Authenticator
+from .net.diagnose import explain
 from .net.endpoints import parse_endpoints
 from .net.failover import Transport
 from .net.retry import COMPACT, RANGE, STATUS
+from .net.tls import TLS
 from .session import NewSession, check_ttl
 
 log = logging.getLogger("geeh")
@@ -38,7 +40,10 @@ class Client:
                 ...
 
     ``endpoints`` is one "host:port" string (comma-separated allowed) or a sequence of them;
-    with ``discover`` (the default) the other members are learnt from the cluster. Entering
+    ``https://host:port``, or ``tls`` (a :class:`geeh.TLS`), makes the client speak TLS.
+    Like etcdctl, the client talks to the endpoints given; with ``discover`` it also learns
+    the other members' advertised URLs from the cluster (off by default: behind a
+    port-forward, a load balancer or NAT those addresses may not be reachable). Entering
     the client checks that etcd answers within ``dial_timeout``; every request then gets up
     to ``request_timeout`` seconds over all members, each attempt ``attempt_timeout``.
     ``close()`` resigns every leadership, revokes every session's lease and stops every
@@ -53,12 +58,22 @@ class Client:
         dial_timeout: float = 5.0,
         request_timeout: float = 10.0,
         attempt_timeout: float = 2.0,
-        discover: bool = True,
+        discover: bool = False,
         username: str | None = None,
         password: str | None = None,
+        tls: TLS | None = None,
         listeners: Iterable[Listener] = (),
     ) -> None:
-        self.endpoints = parse_endpoints(endpoints)
+        parsed = parse_endpoints(endpoints)
+        self.endpoints = parsed.addresses
+        if tls is not None and not isinstance(tls, TLS):
+            raise InvalidArgument(f"tls must be a geeh.TLS, not {type(tls).__name__}")
+        if parsed.secure is False and tls is not None:
+            raise InvalidArgument("TLS settings were given for http:// endpoints: use https://")
+        if parsed.secure and tls is None:
+            tls = TLS()  # https:// alone: verify against the system's CAs
+        #: The TLS settings, or None for plaintext.
+        self.tls = tls
         self.dial_timeout = _positive(dial_timeout, "dial_timeout")
         request_timeout = _positive(request_timeout, "request_timeout")
         attempt_timeout = _positive(attempt_timeout, "attempt_timeout")
@@ -75,6 +90,7 @@ class Client:
             request_timeout=request_timeout,
             attempt_timeout=attempt_timeout,
             auth=auth,
+            tls=tls.load() if tls is not None else None,
             events=Events(listeners),
         )
         self._core = Core(transport)
@@ -98,9 +114,10 @@ class Client:
             else:
                 await transport.call(STATUS, rpc.StatusRequest(), timeout=self.dial_timeout)
         except EtcdUnavailable as err:
+            reason = await explain(self.endpoints, transport.tls, min(self.dial_timeout, 2.0))
             raise EtcdUnavailable(
                 f"cannot reach etcd at {', '.join(self.endpoints)} within "
-                f"{self.dial_timeout:g}s (is it running?)",
+                f"{self.dial_timeout:g}s: {reason or 'is it running?'}",
                 code=err.code,
             ) from None
         self._connected = True
@@ -162,15 +179,26 @@ class Client:
         return NewSession(self._core, check_ttl(ttl), lease)
 
     async def compact(self, revision: int | None = None) -> int:
-        """Compact etcd's history up to ``revision`` (default: the current one). For tests/ops."""
-        if revision is None:
-            response = await self._core.transport.call(
-                RANGE, rpc.RangeRequest(key=b"\x00", count_only=True)
+        """Compact etcd's history up to ``revision`` (default: the current one). For tests/ops.
+
+        etcd lets only its root role compact: anyone else gets an EtcdError that says so.
+        """
+        try:
+            if revision is None:
+                response = await self._core.transport.call(
+                    RANGE, rpc.RangeRequest(key=b"\x00", count_only=True), what="compact"
+                )
+                revision = response.header.revision
+            await self._core.transport.call(
+                COMPACT, rpc.CompactionRequest(revision=revision, physical=True)
             )
-            revision = response.header.revision
-        await self._core.transport.call(
-            COMPACT, rpc.CompactionRequest(revision=revision, physical=True)
-        )
+        except EtcdError as err:
+            if err.code != "PERMISSION_DENIED":
+                raise
+            raise EtcdError(
+                "compact: etcd answered permission denied: only its root role may compact",
+                code=err.code,
+            ) from None
         return revision
 
     # -- the KV surface: a leader's own data (fenced forms: Leadership.put, .txn) -------------

@@ -11,10 +11,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+from . import fork
 from .client import Client
 from .errors import ClosedError, Timeout, WrongThread
 
@@ -59,6 +61,7 @@ class ActiveCompletionQueue:
         self._finished = threading.Event()  # a close ran to its end
         self._closer: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()  # its thread does not exist in a forked child: see fork.py
         self._thread.start()
 
     @property
@@ -66,8 +69,15 @@ class ActiveCompletionQueue:
         """The event loop the thread runs; create asyncio objects for it only through submit()."""
         return self._loop
 
+    def check_fork(self) -> None:
+        """Raise ForkedError in a process forked after the queue was made: no thread serves it."""
+        fork.check(self._pid, "this gee-h completion queue")
+
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run ``coro`` on the loop; returns a Future for its result."""
+        if fork.forked(self._pid):
+            coro.close()
+            self.check_fork()
         if self._stopped:
             coro.close()
             raise ClosedError("the completion queue is closed")
@@ -101,6 +111,7 @@ class ActiveCompletionQueue:
     def client(self, endpoints: str | Sequence[str] | None = None, **options: Any) -> Client:
         """A connected :class:`Client` living on this queue's loop, closed with the queue."""
 
+        self.check_fork()
         if self._closed:
             raise ClosedError("the completion queue is closed")
 
@@ -128,8 +139,12 @@ class ActiveCompletionQueue:
         Idempotent: a second call waits for the first to finish (or finishes what a first
         one that was cut off left). Called on the queue's own thread (from a callback that
         runs on its loop), it cannot wait for the loop: the close then runs on a thread of
-        its own, and this call returns at once.
+        its own, and this call returns at once. In a process forked after the queue was
+        made, it only drops the queue and what it drives (see :class:`~geeh.ForkedError`).
         """
+        if fork.forked(self._pid):
+            self._drop()
+            return
         on_loop = threading.current_thread() is self._thread
         with self._lock:
             self._closed = True  # no new work from users
@@ -150,6 +165,20 @@ class ActiveCompletionQueue:
             closer = self._closer
             if closer is not None and closer is not threading.current_thread():
                 closer.join(timeout)
+
+    def _drop(self) -> None:
+        # In a forked child the loop's thread is gone and everything it drove talks through
+        # the parent's channels: mark it all closed and keep it from being destroyed here.
+        self._closed = self._stopped = True
+        for thing in self._owned:
+            if isinstance(thing, Client):
+                thing.core.closed = True
+                fork.abandon(thing.core.transport)
+            else:
+                thing._closed = True
+        fork.abandon(self._owned, self._loop)
+        self._owned = []
+        self._finished.set()
 
     def _close(self, timeout: float) -> None:
         try:

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Awaitable
 from typing import Protocol
 
+from . import fork
 from .errors import ClosedError
 from .lessor import Lessor
 from .listeners import Events
@@ -51,6 +52,7 @@ class Core:
         return self.transport.events
 
     def check_open(self) -> None:
+        fork.check(self.transport.pid, "this gee-h client")
         if self.closed:
             raise ClosedError("the client is closed")
 
@@ -72,6 +74,11 @@ class Core:
         client half-closed, and a second call waits for the same work to end.
         """
         self.closed = True
+        if fork.forked(self.transport.pid):
+            # In a forked child, resigning or revoking would go through the parent's
+            # channels: drop everything instead (the parent's leases are its own).
+            await self.transport.close()
+            return
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(
                 self._close(timeout), name="geeh-close"

@@ -7,6 +7,7 @@
     ├── ClosedError              the client, queue or observer was closed
     ├── Timeout                  a blocking call did not finish in time (also a TimeoutError)
     ├── WrongThread              a blocking call from the thread that must serve it (a RuntimeError)
+    ├── ForkedError              used in a process forked after it was created: make it there
     ├── EtcdError                etcd answered with an error
     │   ├── EtcdUnavailable      no endpoint answered within the time allowed
     │   ├── Compacted            a watch's revision was compacted away: read again
@@ -39,6 +40,15 @@ class Timeout(GeehError, TimeoutError):
 
 class WrongThread(GeehError, RuntimeError):
     """A blocking call was made on the completion queue's own thread, which would deadlock."""
+
+
+class ForkedError(GeehError):
+    """A client or completion queue was used in a process forked after it was created.
+
+    gRPC channels and the threads serving them do not survive ``fork()``: create clients
+    and queues in the process that uses them (after forking). The message names the pid
+    the object was created in.
+    """
 
 
 class EtcdError(GeehError):

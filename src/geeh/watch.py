@@ -273,6 +273,12 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
                 )
 
     def received(self, response: rpc.WatchResponse) -> None:
+        if response.canceled and self._transport.auth is not None:
+            reason = response.cancel_reason
+            if "permission denied" in reason or "invalid auth token" in reason:
+                # The stream's token expired (etcd checks it per watch; 3.4 says "invalid auth
+                # token" with watch ID -1, naming no watch): re-open, re-authenticated.
+                raise StreamUnauthenticated(f"watch refused: {reason}")
         w = self._watches.get(response.watch_id)
         if w is None:
             return  # cancelled by us, or a progress notification
@@ -281,9 +287,6 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
                 self._watches.pop(w.watch_id, None)
                 w._deliver(Compacted(response.compact_revision))
                 return
-            if self._transport.auth is not None and "permission denied" in response.cancel_reason:
-                # The stream's token expired (etcd checks it per watch): re-open, re-authenticated.
-                raise StreamUnauthenticated(f"watch refused: {response.cancel_reason}")
             # Cancelled by the server for another reason ("no leader"): leave this member.
             raise ConnectionError(f"watch cancelled by etcd: {response.cancel_reason}")
         if response.events:

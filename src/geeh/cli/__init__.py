@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..errors import InvalidArgument
 from . import candidates, demo, elect, etcd, put, run, status
 from .common import (
     EXIT_CODES_EPILOG,
@@ -19,8 +20,11 @@ from .common import (
     HelpFormatter,
     add_connection_options,
     configure_logging,
+    error,
+    resolve_connection,
     run_command,
 )
+from .connection import rewrite_bool_flags
 
 __all__ = ["main"]
 
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Parse ``argv``; for ``run``, everything after the first "--" is CMD, untouched."""
+    argv = rewrite_bool_flags(argv)
     if "--" in argv and "run" in argv[: argv.index("--")]:
         cut = argv.index("--")
         args = parser.parse_args(argv[:cut])
@@ -77,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parse(parser, list(sys.argv[1:] if argv is None else argv))
+    except InvalidArgument as err:  # --insecure-transport=maybe
+        error("geeh", err)
+        return EXIT_USAGE
     except SystemExit as exit_:  # --help, --version, or a usage error
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if args.command_name is None:
@@ -84,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     args.prog = f"geeh {args.command_name}"
     configure_logging(args.verbose)
+    failed = resolve_connection(args)
+    if failed is not None:
+        return failed
     if args.handler is None:
         status: int = args.sync_handler(args)
         return status

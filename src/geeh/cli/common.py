@@ -17,6 +17,10 @@ from typing import Any, TypeVar
 from ..client import Client
 from ..errors import EtcdUnavailable, GeehError, InvalidArgument
 from ..leader import Leader
+from .connection import CONNECTION_ENV_EPILOG, Connection, connection_from
+from .connection import add_connection_options as add_connection_options  # re-exported
+from .connection import endpoints_from as endpoints_from
+from .connection import positive_float as positive_float
 from .metrics import serving_metrics
 
 T = TypeVar("T")
@@ -27,16 +31,13 @@ EXIT_USAGE = 2
 EXIT_LOST = 3
 EXIT_UNAVAILABLE = 4
 
-DEFAULT_ENDPOINTS = "127.0.0.1:2379"
-ENDPOINTS_ENV = "GEEH_ENDPOINTS"
-FALLBACK_ENDPOINTS_ENV = "ETCDCTL_ENDPOINTS"
-DEFAULT_DIAL_TIMEOUT = 5.0
 # How long shutting down (resign, revoke) may take before we give up on an unreachable etcd:
 # what we leave behind then expires with its lease anyway. After a loss, exit at once.
 CLOSE_TIMEOUT = 5.0
 CLOSE_AFTER_LOSS_TIMEOUT = 0.5
 
-EXIT_CODES_EPILOG = """\
+EXIT_CODES_EPILOG = (
+    """\
 exit status:
   0    success; also a command stopped by SIGINT or SIGTERM after cleaning up
   1    general error; `geeh leader`: the election has no leader
@@ -49,11 +50,9 @@ exit status:
   128+N if signal N stopped it before CMD started. `geeh demo` and `geeh etcd`:
   see their --help.
 
-environment:
-  GEEH_ENDPOINTS     default for --endpoints (ETCDCTL_ENDPOINTS is used if unset;
-                     without either: 127.0.0.1:2379)
-  GEEH_ETCD_BIN      etcd server binary for `geeh etcd` and `geeh demo`
 """
+    + CONNECTION_ENV_EPILOG
+)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -61,48 +60,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30)
-
-
-def add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
-    """--endpoints and --dial-timeout, accepted before or after the command name.
-
-    On sub-commands the defaults are suppressed, so a value given before the command name is
-    not overwritten by the sub-command's default.
-    """
-    default: Any = None if top_level else argparse.SUPPRESS
-    group = parser.add_argument_group("connection")
-    group.add_argument(
-        "--endpoints",
-        metavar="A,B,C",
-        default=default,
-        help=f"etcd endpoints, host:port separated by commas (default: ${ENDPOINTS_ENV}, "
-        f"${FALLBACK_ENDPOINTS_ENV}, or {DEFAULT_ENDPOINTS})",
-    )
-    group.add_argument(
-        "--dial-timeout",
-        metavar="S",
-        type=positive_float,
-        default=DEFAULT_DIAL_TIMEOUT if top_level else argparse.SUPPRESS,
-        help=f"give up if etcd does not answer within S seconds (default: "
-        f"{DEFAULT_DIAL_TIMEOUT:g})",
-    )
-    group.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0 if top_level else argparse.SUPPRESS,
-        help="log what the client does on stderr (-vv: debug)",
-    )
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
 
 
 def positive_int(text: str) -> int:
@@ -113,19 +70,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
-
-
-def endpoints_from(args: argparse.Namespace) -> str:
-    """--endpoints, else $GEEH_ENDPOINTS, else $ETCDCTL_ENDPOINTS, else 127.0.0.1:2379."""
-    given: str | None = getattr(args, "endpoints", None)
-    for candidate in (
-        given,
-        os.environ.get(ENDPOINTS_ENV),
-        os.environ.get(FALLBACK_ENDPOINTS_ENV),
-    ):
-        if candidate and candidate.strip():
-            return candidate.strip()
-    return DEFAULT_ENDPOINTS
 
 
 def configure_logging(verbosity: int) -> None:
@@ -293,13 +237,18 @@ async def unless_stopped(aw: Awaitable[T], signals: Signals) -> T:
 async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator[Client]:
     """A connected Client for the command's endpoints; closed (bounded in time) on exit.
 
-    With --metrics-addr, its metrics are served until then.
+    ``args.connection`` holds the settings, resolved by :func:`resolve_connection` before
+    the event loop started. With --metrics-addr, its metrics are served until then.
     """
     async with serving_metrics(args) as listeners:
+        settings: Connection = args.connection
         client = Client(
-            endpoints_from(args),
+            settings.endpoints,
             dial_timeout=args.dial_timeout,
-            discover=False,
+            discover=settings.discover,
+            username=settings.username,
+            password=settings.password,
+            tls=settings.tls,
             listeners=listeners,
         )
         try:
@@ -313,6 +262,24 @@ async def close_client(client: Client, timeout: float) -> None:
     """Close (resign, revoke) within ``timeout``: etcd may be gone by now. Idempotent."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.close(), timeout)
+
+
+def resolve_connection(args: argparse.Namespace) -> int | None:
+    """Resolve the connection settings of a command that connects into ``args.connection``.
+
+    Done before the event loop starts: asking for a password blocks, and Ctrl-C must stop
+    it. Returns an exit status if the settings are wrong, after one line on stderr.
+    """
+    if not getattr(args, "connects", False):
+        return None
+    try:
+        args.connection = connection_from(args, lambda text: error(args.prog, text))
+    except InvalidArgument as err:
+        return report(args.prog, err)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 128 + signal.SIGINT
+    return None
 
 
 def run_command(

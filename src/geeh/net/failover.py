@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from .. import fork
 from .._proto import rpc_pb2 as rpc
 from ..errors import ClosedError
 from ..listeners import Events
@@ -39,6 +41,7 @@ from .retry import (
     translate,
     unavailable,
 )
+from .tls import LoadedTLS
 
 log = logging.getLogger("geeh.failover")
 
@@ -80,6 +83,7 @@ class Transport:
         attempt_timeout: float,
         channel_options: Sequence[tuple[str, Any]] = (),
         auth: Authenticator | None = None,
+        tls: LoadedTLS | None = None,
         events: Events | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
@@ -87,7 +91,10 @@ class Transport:
         self.request_timeout = request_timeout
         self.attempt_timeout = attempt_timeout
         self.auth = auth
-        self._options = [*CHANNEL_OPTIONS, *channel_options]
+        self.tls = tls
+        self._credentials = tls.credentials() if tls is not None else None
+        tls_options = tls.channel_options() if tls is not None else []
+        self._options = [*CHANNEL_OPTIONS, *tls_options, *channel_options]
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._unary: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._pinned = 0
@@ -100,6 +107,7 @@ class Transport:
         # (a session's keepalives): the watch stream's probe is not needed before then.
         self.covered: dict[str, float] = {}
         self._closed = False
+        self.pid = os.getpid()  # channels do not survive fork(): see fork.py
         self.request_count = 0  # every unary attempt and stream opened; for tests, benchmarks
         self.on_request: Callable[[str, str], None] | None = None
 
@@ -120,11 +128,16 @@ class Transport:
         return self._closed
 
     def channel(self, endpoint: str) -> grpc.aio.Channel:
+        fork.check(self.pid, "this gee-h client")
         if self._closed:
             raise ClosedError("the client is closed")
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=self._options)
+            fork.channel_opened()
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(endpoint, self._credentials, self._options)
+            else:
+                channel = grpc.aio.insecure_channel(endpoint, options=self._options)
             self._channels[endpoint] = channel
         return channel
 
@@ -282,6 +295,7 @@ class Transport:
     def _callable(
         self, endpoint: str, method: Unary[Any, Any]
     ) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+        fork.check(self.pid, "this gee-h client")
         callable_ = self._unary.get((endpoint, method.path))
         if callable_ is None:
             callable_ = self.channel(endpoint).unary_unary(
@@ -310,12 +324,13 @@ class Transport:
         """Ask the cluster for its members' client URLs and add them to the endpoints."""
         response = await self.call(MEMBER_LIST, rpc.MemberListRequest(), timeout=timeout)
         found: list[str] = []
+        scheme = "https://" if self.tls is not None else "http://"
         for member in response.members:
             if member.isLearner:
                 continue
             for url in member.clientURLs:
-                if url.startswith("http://"):
-                    found.append(url.removeprefix("http://").rstrip("/"))
+                if url.startswith(scheme):
+                    found.append(url.removeprefix(scheme).rstrip("/"))
         self.add_endpoints(found)
         return found
 
@@ -326,6 +341,10 @@ class Transport:
         """
         self._closed = True  # no new channel from here on
         self._bump()
+        if fork.forked(self.pid):  # the parent's channels: drop them, never touch them
+            fork.abandon(self._channels, self._unary)
+            self._channels, self._unary = {}, {}
+            return
         self._unary.clear()
         while self._channels:
             endpoint, channel = next(iter(self._channels.items()))
