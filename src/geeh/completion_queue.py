@@ -109,8 +109,12 @@ class ActiveCompletionQueue:
             raise _timeout(timeout) from None
 
     def client(self, endpoints: str | Sequence[str] | None = None, **options: Any) -> Client:
-        """A connected :class:`Client` living on this queue's loop, closed with the queue."""
+        """A connected :class:`Client` living on this queue's loop, closed with the queue.
 
+        ``options`` are the Client's: ``tls=geeh.TLS(...)``, ``username``, ``password``...
+        Pass the client to :class:`LeaderElection` or :func:`watch_election` in place of
+        endpoints.
+        """
         self.check_fork()
         if self._closed:
             raise ClosedError("the completion queue is closed")
