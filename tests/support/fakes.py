@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ class FakeTransport:
     endpoint = "fake:2379"
 
     def __init__(self) -> None:
+        self.pid = os.getpid()  # the process it was made in (see geeh.fork)
         self.calls: list[tuple[str, Any]] = []
         self.handlers: dict[str, Handler] = {
             LEASE_GRANT.path: lambda r: rpc_pb2.LeaseGrantResponse(ID=0x1234, TTL=r.TTL),
