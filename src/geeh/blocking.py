@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import fork, kv
+from . import kv
 from .completion_queue import ActiveCompletionQueue, Endpoints
 from .election import DEFAULT_TTL, Election
 from .errors import ClosedError, InvalidArgument, NotLeader, Timeout
@@ -280,7 +280,7 @@ class LeaderElection:
         if self._closed:
             return
         self._closed = True
-        if fork.forked(self._queue._pid):
+        if self._queue.forked:
             return
         with contextlib.suppress(Exception):
             self.resign(timeout=10)
@@ -382,7 +382,7 @@ class ElectionObserver:
             return
         self._closed = True
         self._subscribers.clear()
-        if fork.forked(self._queue._pid):
+        if self._queue.forked:
             return  # the parent's: its loop, thread and channels are not ours to stop
         self._future.cancel()
         if self._owns_client:

@@ -69,6 +69,11 @@ class ActiveCompletionQueue:
         """The event loop the thread runs; create asyncio objects for it only through submit()."""
         return self._loop
 
+    @property
+    def forked(self) -> bool:
+        """True in a process forked after the queue was made (its thread is not there)."""
+        return fork.forked(self._pid)
+
     def check_fork(self) -> None:
         """Raise ForkedError in a process forked after the queue was made: no thread serves it."""
         fork.check(self._pid, "this gee-h completion queue")
