@@ -537,11 +537,10 @@ async def test_watch_moved_after_compaction_rereads(cluster: LocalEtcdCluster, n
     target = (await raft_leader(cluster) + 1) % 3
     port = cluster.client_port(target)
     with TcpProxy("127.0.0.1", port) as proxy:
-        async with clients(ordered(cluster, 0), [proxy.endpoint], [proxy.endpoint]) as (
-            lc,
-            cc,
-            oc,
-        ):
+        # The candidate and the observer find the other members through MemberList.
+        async with clients(
+            ordered(cluster, 0), [proxy.endpoint], [proxy.endpoint], discover=True
+        ) as (lc, cc, oc):
             assert oc.core.transport.endpoint == proxy.endpoint
             first = await within(lc.election(name).campaign(b"first", ttl=TTL), 10, "elected")
             waiting = asyncio.ensure_future(cc.election(name).campaign(b"second", ttl=TTL))
