@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import os
 import socket
 import ssl
-import tempfile
 
-from .tls import LoadedTLS
+from .tls import LoadedTLS, pem_files
 
 # An HTTP/2 client preface and an empty SETTINGS frame: the server answers with its own
 # SETTINGS, or (TLS 1.3) with the alert that refuses our certificate.
@@ -143,10 +141,7 @@ def _expired(cert: bytes) -> bool:
     decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
     if decode is None:
         return False
-    with tempfile.TemporaryDirectory(prefix="geeh-tls-") as directory:
-        path = os.path.join(directory, "cert.pem")
-        with open(path, "wb") as fh:
-            fh.write(cert)
+    with pem_files(cert) as (path,):
         try:
             not_after = decode(path)["notAfter"]
         except (ssl.SSLError, KeyError, ValueError):

@@ -105,7 +105,7 @@ class LoadedTLS:
             cadata=self.ca.decode("ascii", "replace") if self.ca is not None else None
         )
         if self.cert is not None and self.key is not None:
-            with _as_files(self.cert, self.key) as (cert_path, key_path):
+            with pem_files(self.cert, self.key) as (cert_path, key_path):
                 context.load_cert_chain(cert_path, key_path)
         context.set_alpn_protocols(["h2"])
         return context
@@ -155,7 +155,7 @@ def _check_ca(ca: bytes, name: str) -> None:
 def _check_pair(cert: bytes, key: bytes, cert_name: str, key_name: str) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        with _as_files(cert, key) as (cert_path, key_path):
+        with pem_files(cert, key) as (cert_path, key_path):
             context.load_cert_chain(cert_path, key_path)
     except ssl.SSLError as err:
         if "KEY_VALUES_MISMATCH" in str(err) or "key values mismatch" in str(err):
@@ -168,14 +168,14 @@ def _check_pair(cert: bytes, key: bytes, cert_name: str, key_name: str) -> None:
 
 
 @contextlib.contextmanager
-def _as_files(cert: bytes, key: bytes) -> Iterator[tuple[str, str]]:
-    """The ssl module loads a certificate chain from files only: private temporary ones."""
+def pem_files(*contents: bytes) -> Iterator[list[str]]:
+    """The ssl module loads certificates and keys from files only: private temporary ones."""
     with tempfile.TemporaryDirectory(prefix="geeh-tls-") as directory:
         paths = []
-        for name, data in (("cert.pem", cert), ("key.pem", key)):
-            path = os.path.join(directory, name)
+        for index, data in enumerate(contents):
+            path = os.path.join(directory, f"{index}.pem")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             paths.append(path)
-        yield paths[0], paths[1]
+        yield paths
