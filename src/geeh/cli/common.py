@@ -21,6 +21,7 @@ from .connection import CONNECTION_ENV_EPILOG, Connection, connection_from
 from .connection import add_connection_options as add_connection_options  # re-exported
 from .connection import endpoints_from as endpoints_from
 from .connection import positive_float as positive_float
+from .health import serving_health
 from .metrics import serving_metrics
 
 T = TypeVar("T")
@@ -238,7 +239,8 @@ async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator
     """A connected Client for the command's endpoints; closed (bounded in time) on exit.
 
     ``args.connection`` holds the settings, resolved by :func:`resolve_connection` before
-    the event loop started. With --metrics-addr, its metrics are served until then.
+    the event loop started. With --metrics-addr, its metrics are served until then; with
+    --health-addr, its probes (/healthz, /leader).
     """
     async with serving_metrics(args) as listeners:
         settings: Connection = args.connection
@@ -252,8 +254,9 @@ async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator
             listeners=listeners,
         )
         try:
-            await unless_stopped(client.connect(), signals)
-            yield client
+            async with serving_health(args, client):  # bound first: a port in use fails fast
+                await unless_stopped(client.connect(), signals)
+                yield client
         finally:
             await close_client(client, CLOSE_TIMEOUT)
 

@@ -34,6 +34,7 @@ from .common import (
     write_leader_lines,
     write_stdout,
 )
+from .health import add_health_option
 from .metrics import add_metrics_option
 
 DEFAULT_TTL = 10
@@ -86,6 +87,7 @@ def add_parsers(commands: Any) -> None:
     elect.add_argument("--json", action="store_true", help="with --listen: JSON lines output")
     add_ttl_option(elect)
     add_metrics_option(elect)
+    add_health_option(elect)
     add_connection_options(elect, top_level=False)
     elect.set_defaults(handler=elect_or_listen)
 
@@ -99,6 +101,7 @@ def add_parsers(commands: Any) -> None:
     observe.add_argument("name", metavar="NAME", help="election name")
     observe.add_argument("--json", action="store_true", help="one JSON object per event")
     add_metrics_option(observe)
+    add_health_option(observe)
     add_connection_options(observe, top_level=False)
     observe.set_defaults(handler=observe_election)
 

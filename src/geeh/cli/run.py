@@ -30,6 +30,7 @@ from .common import (
     positive_float,
 )
 from .elect import add_ttl_option, campaign, resign
+from .health import add_health_option
 from .metrics import add_metrics_option
 
 # Default --grace, as a share of the TTL: SIGTERM goes this long before the local deadline,
@@ -89,6 +90,7 @@ def add_parsers(commands: Any) -> None:
         "the lease could expire (default: TTL/5; at most TTL/3)",
     )
     add_metrics_option(run)
+    add_health_option(run)
     add_connection_options(run, top_level=False)
     run.set_defaults(handler=run_while_leader)
 
