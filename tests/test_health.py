@@ -113,6 +113,24 @@ async def test_probes_when_etcd_stops_and_returns(etcd_factory: EtcdFactory, nam
         await asyncio.wait({run})
 
 
+async def test_an_expired_session_is_unhealthy(etcd: LocalEtcdCluster) -> None:
+    async with (
+        geeh.Client(etcd.endpoints) as client,
+        geeh.Client(etcd.endpoints) as operator,
+        HealthServer(client) as server,
+    ):
+        session = await client.session(5)
+        assert await status(server, "/healthz") == 200
+        await operator.core.transport.call(
+            LEASE_REVOKE, rpc_pb2.LeaseRevokeRequest(ID=session.lease)
+        )
+        await within(session.expired.wait(), 10, "the session's end")
+        code, body = await get(server, "/healthz")
+        assert code == 503 and f"session {session.lease:x}" in body["reason"]
+        await session.close()
+        assert await status(server, "/healthz") == 200
+
+
 async def test_a_closed_client_is_unhealthy(etcd: LocalEtcdCluster) -> None:
     client = geeh.Client(etcd.endpoints)
     await client.connect()

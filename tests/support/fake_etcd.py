@@ -191,6 +191,15 @@ class FakeEtcd:
 
     def _compare(self, c: rpc_pb2.Compare) -> bool:
         kv = self.state().get(c.key)
+        if c.target == rpc_pb2.Compare.VALUE:
+            if kv is None:
+                return False  # as etcd: a value compare on a missing key always fails
+            return {
+                rpc_pb2.Compare.EQUAL: kv.value == c.value,
+                rpc_pb2.Compare.NOT_EQUAL: kv.value != c.value,
+                rpc_pb2.Compare.GREATER: kv.value > c.value,
+                rpc_pb2.Compare.LESS: kv.value < c.value,
+            }[c.result]
         actual = {
             rpc_pb2.Compare.CREATE: kv.create_revision if kv else 0,
             rpc_pb2.Compare.MOD: kv.mod_revision if kv else 0,
@@ -206,10 +215,18 @@ class FakeEtcd:
         }[c.result]
 
     def _Txn(self, request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        wrote: list[bool] = []
+        succeeded, responses = self._apply(request, self.revision + 1, wrote)
+        if wrote:
+            self.revision += 1
+        return rpc_pb2.TxnResponse(header=self._header(), succeeded=succeeded, responses=responses)
+
+    def _apply(
+        self, request: rpc_pb2.TxnRequest, rev: int, wrote: list[bool]
+    ) -> tuple[bool, list[rpc_pb2.ResponseOp]]:
+        """One Txn's branch, nested Txns included; ``wrote`` gets an entry for each write."""
         succeeded = all(self._compare(c) for c in request.compare)
         ops = request.success if succeeded else request.failure
-        writes = any(op.WhichOneof("request") != "request_range" for op in ops)
-        rev = self.revision + 1 if writes else self.revision
         responses = []
         for op in ops:
             kind = op.WhichOneof("request")
@@ -218,17 +235,24 @@ class FakeEtcd:
             elif kind == "request_put":
                 put = op.request_put
                 self._put(put.key, put.value, put.lease, rev)
+                wrote.append(True)
                 responses.append(rpc_pb2.ResponseOp(response_put=rpc_pb2.PutResponse()))
             elif kind == "request_delete_range":
                 keys = [k for k in self.state() if self._in_range(op.request_delete_range, k)]
                 deleted = self._delete(keys, rev)
+                wrote.append(True)
                 responses.append(
                     rpc_pb2.ResponseOp(
                         response_delete_range=rpc_pb2.DeleteRangeResponse(deleted=len(deleted))
                     )
                 )
-        self.revision = rev
-        return rpc_pb2.TxnResponse(header=self._header(), succeeded=succeeded, responses=responses)
+            elif kind == "request_txn":
+                inner, nested = self._apply(op.request_txn, rev, wrote)
+                response = rpc_pb2.TxnResponse(
+                    header=self._header(), succeeded=inner, responses=nested
+                )
+                responses.append(rpc_pb2.ResponseOp(response_txn=response))
+        return succeeded, responses
 
     def _LeaseGrant(self, request: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
         lease, self.next_lease = self.next_lease, self.next_lease + 1

@@ -1,0 +1,410 @@
+"""APScheduler 3.x on gee-h: ``pip install "gee-h[apscheduler]"``.
+
+Every replica (process, gunicorn worker, pod) runs the same scheduler; only the one that leads
+the election runs jobs, the others stand by with their scheduler paused::
+
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(report, "cron", minute="*/5")
+    async with geeh.Client(endpoints) as client:
+        async with LeaderScheduler(scheduler, client.election("reports")):
+            await stopped.wait()
+
+:class:`LeaderScheduler` starts the scheduler paused, resumes it when elected and pauses it
+in the same loop step as a loss. Pausing alone cannot stop a run that a deposed leader
+(paused by SIGSTOP, cut off) had already picked, so each run is also **claimed** first:
+a fenced Txn writes the job's fire time to ``claims/<job id>`` only if this process still
+leads and the time is newer than the last one claimed. A run whose claim fails is dropped
+(logged). So a fire time runs at most once across all replicas, even across a failover;
+a replica that dies between its claim and the run loses that run (at most once, as with a
+lost tick). The claim key lives outside the election's prefix, under ``claims`` (default
+``geeh.apscheduler/<election>/``): grant it with the election's prefix under RBAC.
+
+Claims are made by :class:`LeaderExecutor`, which wraps the executor that really runs the
+job. If the scheduler has no ``"default"`` executor of its own, the helper installs one for
+it (the scheduler type's default, wrapped). Executors configured by hand must be wrapped:
+``executors={"default": LeaderExecutor(ThreadPoolExecutor(20))}``; a job on an executor
+that is not wrapped is refused at start.
+
+Supported: ``AsyncIOScheduler`` (``async with``, on the client's loop) and
+``BackgroundScheduler`` (``with LeaderScheduler(..., queue=queue)`` from blocking code, or
+``async with``). Not ``BlockingScheduler``: its ``start()`` never returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import socket
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .. import kv
+from ..completion_queue import ActiveCompletionQueue
+from ..election import DEFAULT_TTL, Election
+from ..errors import ClosedError, EtcdError, InvalidArgument, NotLeader
+from ..keys import show, to_bytes
+from ..leadership import Leadership
+from ..tasks import failed
+
+try:
+    from apscheduler.events import EVENT_JOB_ADDED, EVENT_JOB_MODIFIED
+    from apscheduler.executors.asyncio import AsyncIOExecutor
+    from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers import SchedulerNotRunningError
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+    from apscheduler.schedulers.blocking import BlockingScheduler
+except ImportError as err:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        'geeh.integrations.apscheduler needs APScheduler 3: pip install "gee-h[apscheduler]"'
+    ) from err
+
+__all__ = ["LeaderExecutor", "LeaderScheduler"]
+
+log = logging.getLogger("geeh.apscheduler")
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+Deliver = Callable[[Any, list[datetime.datetime]], None]
+
+# Which LeaderScheduler guards a scheduler: how its LeaderExecutors find it when started.
+_guards: weakref.WeakKeyDictionary[Any, LeaderScheduler] = weakref.WeakKeyDictionary()
+
+
+def stamp(run_time: datetime.datetime) -> bytes:
+    """A fire time as etcd compares values (bytewise): microseconds since 1970, 20 digits."""
+    return b"%020d" % ((run_time - EPOCH) // datetime.timedelta(microseconds=1))
+
+
+class LeaderExecutor(BaseExecutor):  # type: ignore[misc]
+    """Runs a job on ``executor`` (default: the scheduler type's own) once its claim holds.
+
+    Only works under a :class:`LeaderScheduler`, which makes the claims (see the module).
+    """
+
+    def __init__(self, executor: Any = None) -> None:
+        super().__init__()
+        if executor is not None and not isinstance(executor, BaseExecutor):
+            raise InvalidArgument(
+                f"executor must be an APScheduler executor, not {type(executor).__name__}"
+            )
+        self._inner: Any = executor
+        self._guard: LeaderScheduler | None = None
+        self._stopped = False
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        guard = _guards.get(scheduler)
+        if guard is None:
+            raise InvalidArgument(
+                "a LeaderExecutor runs jobs only under geeh's LeaderScheduler: start the "
+                "scheduler with it"
+            )
+        super().start(scheduler, alias)
+        if self._inner is None:
+            is_asyncio = isinstance(scheduler, AsyncIOScheduler)
+            self._inner = AsyncIOExecutor() if is_asyncio else ThreadPoolExecutor()
+        self._inner.start(scheduler, alias)
+        self._guard = guard
+        self._stopped = False
+        guard.guarded.add(alias)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._stopped = True
+        if self._inner is not None:
+            self._inner.shutdown(wait)
+
+    def submit_job(self, job: Any, run_times: list[datetime.datetime]) -> None:
+        # Called by the scheduler (its thread, or its loop) as the job falls due: the claim
+        # goes to etcd in the background, and the run is handed on only if it holds.
+        assert self._guard is not None, "the executor was not started"
+        self._guard.claim_then(job, list(run_times), self._deliver)
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime.datetime]) -> None:
+        raise NotImplementedError  # submit_job hands every run to the wrapped executor
+
+    def _deliver(self, job: Any, run_times: list[datetime.datetime]) -> None:
+        if self._stopped:
+            return
+        try:
+            self._inner.submit_job(job, run_times)
+        except MaxInstancesReachedError:
+            log.warning(
+                "job %r not run at %s: it still runs (max_instances %d reached)",
+                job.id,
+                run_times[-1],
+                job.max_instances,
+            )
+        except Exception:
+            log.exception("job %r could not be submitted to its executor", job.id)
+
+
+class LeaderScheduler:
+    """Run ``scheduler``'s jobs only while this process leads ``election``; see the module.
+
+    ``value`` is this candidate's value (default ``HOSTNAME:PID``), ``ttl`` its lease TTL:
+    how soon a standby takes over from a leader that died. The scheduler must not be started
+    yet: this starts it (paused) and, on exit, shuts it down (waiting for running jobs),
+    then resigns so that the next replica takes over without overlap.
+    """
+
+    def __init__(
+        self,
+        scheduler: Any,
+        election: Election,
+        value: str | bytes | None = None,
+        *,
+        ttl: int = DEFAULT_TTL,
+        claims: str | bytes | None = None,
+        queue: ActiveCompletionQueue | None = None,
+    ) -> None:
+        if not isinstance(scheduler, BaseScheduler):
+            raise InvalidArgument(
+                f"scheduler must be an APScheduler 3 scheduler, not {type(scheduler).__name__}"
+            )
+        # (BackgroundScheduler is a BlockingScheduler that starts a thread of its own.)
+        if isinstance(scheduler, BlockingScheduler) and not isinstance(
+            scheduler, BackgroundScheduler
+        ):
+            raise InvalidArgument(
+                "BlockingScheduler.start() never returns: use BackgroundScheduler or "
+                "AsyncIOScheduler"
+            )
+        if not isinstance(election, Election):
+            raise InvalidArgument(f"election must be a geeh Election, not {type(election)}")
+        self.scheduler = scheduler
+        self.election = election
+        default = f"{socket.gethostname()}:{os.getpid()}"
+        self._value = to_bytes(value if value is not None else default, "value")
+        self._ttl = ttl
+        self.claims = (
+            to_bytes(claims, "claims")
+            if claims is not None
+            else b"geeh.apscheduler/" + election.name + b"/"
+        )
+        self._queue = queue
+        self.guarded: set[str] = set()  # aliases of the executors that claim (LeaderExecutor)
+        self._leadership: Leadership | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._run: asyncio.Task[Any] | None = None
+        self._claiming: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def leadership(self) -> Leadership | None:
+        """The current term while leading (for fenced writes in jobs: ``put``, ``txn``)."""
+        leadership = self._leadership
+        return leadership if leadership is not None and leadership.is_leader else None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def start(self) -> LeaderScheduler:
+        """Start the scheduler paused and campaign; jobs run once elected."""
+        if self._closed:
+            raise ClosedError("this LeaderScheduler was closed")
+        if self._run is not None:
+            return self
+        if self.scheduler.state != STATE_STOPPED:
+            raise InvalidArgument("the scheduler is already started: let LeaderScheduler start it")
+        if self.scheduler in _guards:
+            raise InvalidArgument("the scheduler already has a LeaderScheduler")
+        self._loop = asyncio.get_running_loop()
+        _guards[self.scheduler] = self
+        with contextlib.suppress(ValueError):  # the user's own "default": checked below
+            self.scheduler.add_executor(LeaderExecutor(), "default")
+        self.scheduler.start(paused=True)
+        unguarded = [job for job in self.scheduler.get_jobs() if job.executor not in self.guarded]
+        if unguarded:
+            await self._shutdown()
+            _guards.pop(self.scheduler, None)
+            job = unguarded[0]
+            raise InvalidArgument(
+                f"job {job.id!r} runs on executor {job.executor!r}, which is not a "
+                "LeaderExecutor: wrap it, e.g. LeaderExecutor(ThreadPoolExecutor())"
+            )
+        self.scheduler.add_listener(self._job_changed, EVENT_JOB_ADDED | EVENT_JOB_MODIFIED)
+        self._run = self._loop.create_task(
+            self.election.run(self._lead, self._value, ttl=self._ttl),
+            name=f"geeh-apscheduler-{show(self.election.name)}",
+        )
+        self._run.add_done_callback(failed)
+        return self
+
+    async def aclose(self) -> None:
+        """Pause, shut the scheduler down (running jobs finish), then resign. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pause()
+        for task in list(self._claiming):
+            task.cancel()
+        if self._claiming:
+            await asyncio.wait(set(self._claiming))
+        if self._run is not None:
+            await self._shutdown()
+            self._run.cancel()
+            await asyncio.wait({self._run})
+        _guards.pop(self.scheduler, None)
+
+    async def _shutdown(self) -> None:
+        with contextlib.suppress(SchedulerNotRunningError):
+            if isinstance(self.scheduler, AsyncIOScheduler):
+                self.scheduler.shutdown(wait=False)  # it only cancels: nothing to wait for
+            else:
+                await asyncio.to_thread(self.scheduler.shutdown, True)
+
+    async def __aenter__(self) -> LeaderScheduler:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> LeaderScheduler:
+        return self._blocking_queue().call(self.start(), timeout=30.0)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """The blocking form of :meth:`aclose` (needs ``queue``)."""
+        with contextlib.suppress(ClosedError):
+            self._blocking_queue().call(self.aclose(), timeout=60.0)
+
+    def _blocking_queue(self) -> ActiveCompletionQueue:
+        if self._queue is None:
+            raise InvalidArgument(
+                "use 'async with LeaderScheduler(...)', or pass queue= for the blocking form"
+            )
+        return self._queue
+
+    # -- leading ---------------------------------------------------------------------------
+
+    async def _lead(self, leadership: Leadership) -> None:
+        """One term: the scheduler runs from the win to the loss (paused in the same step)."""
+
+        def lost(reason: BaseException | None) -> None:
+            self._pause()
+
+        self._leadership = leadership
+        leadership.lost.add_callback(lost)
+        try:
+            with contextlib.suppress(SchedulerNotRunningError):
+                self.scheduler.resume()
+            await asyncio.Future()  # until the loss (or the close) cancels us
+        finally:
+            leadership.lost.remove_callback(lost)
+            self._pause()
+            self._leadership = None
+
+    def _pause(self) -> None:
+        with contextlib.suppress(SchedulerNotRunningError):
+            self.scheduler.pause()
+
+    def _job_changed(self, event: Any) -> None:
+        job = self.scheduler.get_job(event.job_id)
+        if job is not None and job.executor not in self.guarded:
+            log.error(
+                "job %r runs on executor %r, which is not a LeaderExecutor: its runs are "
+                "not claimed, so a deposed leader may run it too",
+                job.id,
+                job.executor,
+            )
+
+    # -- claims ------------------------------------------------------------------------------
+
+    def claim_then(self, job: Any, run_times: list[datetime.datetime], deliver: Deliver) -> None:
+        """Claim ``run_times`` of ``job`` on the client's loop, then ``deliver`` what holds.
+
+        Called from the scheduler's thread or loop; ``deliver`` runs back there (on the
+        client's loop if the scheduler has no loop of its own).
+        """
+        try:
+            origin: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            origin = None
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        if origin is loop:
+            self._spawn(job, run_times, deliver, origin)
+            return
+        try:
+            loop.call_soon_threadsafe(self._spawn, job, run_times, deliver, origin)
+        except RuntimeError:  # the client's loop is closed: nothing can be claimed
+            log.warning("job %r not run: the gee-h client's loop is closed", job.id)
+
+    def _spawn(
+        self,
+        job: Any,
+        run_times: list[datetime.datetime],
+        deliver: Deliver,
+        origin: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._claim_then(job, run_times, deliver, origin), name=f"geeh-claim-{job.id}"
+        )
+        self._claiming.add(task)
+        task.add_done_callback(self._claim_done)
+
+    def _claim_done(self, task: asyncio.Task[None]) -> None:
+        self._claiming.discard(task)
+        failed(task, "job claim")
+
+    async def _claim_then(
+        self,
+        job: Any,
+        run_times: list[datetime.datetime],
+        deliver: Deliver,
+        origin: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        claimed = await self.claim(job.id, run_times)
+        if not claimed:
+            return
+        if origin is None or origin is asyncio.get_running_loop():
+            deliver(job, claimed)
+        else:
+            with contextlib.suppress(RuntimeError):  # the scheduler's loop is gone
+                origin.call_soon_threadsafe(deliver, job, claimed)
+
+    async def claim(
+        self, job_id: str, run_times: list[datetime.datetime]
+    ) -> list[datetime.datetime]:
+        """The fire times of ``job_id`` this leader may run: none if it does not lead, else
+        those after the last one claimed (by any leader), the newest recorded in one Txn."""
+        leadership = self._leadership
+        if leadership is None or not leadership.is_leader or not run_times:
+            log.info("job %r at %s not run: not leader", job_id, run_times[-1:])
+            return []
+        key = self.claims + to_bytes(job_id, "job id")
+        newest = stamp(max(run_times))
+        record_if_newer = kv.txn(
+            [kv.version(key) == 0],
+            [kv.put(key, newest)],
+            [kv.txn([kv.value(key) < newest], [kv.put(key, newest)])],
+        )
+        try:
+            result = await leadership.txn([], [kv.get(key), record_if_newer])
+        except NotLeader:
+            log.info("job %r at %s not run: no longer leader", job_id, max(run_times))
+            return []
+        except EtcdError as err:  # the claim may or may not have landed: do not run
+            log.warning("job %r at %s not run: its claim failed: %s", job_id, max(run_times), err)
+            return []
+        previous: list[kv.KeyValue] = result.responses[0]
+        last = previous[0].value if previous else b""
+        claimed = [t for t in run_times if stamp(t) > last]
+        if len(claimed) < len(run_times):
+            log.info(
+                "job %r: %d run(s) already claimed, skipped", job_id, len(run_times) - len(claimed)
+            )
+        return claimed
+
+    def __repr__(self) -> str:
+        state = "leading" if self.leadership is not None else "standby"
+        return f"<LeaderScheduler {show(self.election.name)} {state}>"
