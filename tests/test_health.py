@@ -175,15 +175,18 @@ async def test_http_edges_and_a_bounded_close(etcd: LocalEtcdCluster) -> None:
                 return sock.recv(1024)
 
         assert (await asyncio.to_thread(raw, b"hello\r\n\r\n")).startswith(b"HTTP/1.1 400")
-        # A prober that connects and says nothing does not hold close() up.
+        # A prober that sends half a request and stops does not hold close() up.
         silent = await asyncio.open_connection(*server.address)
-        await eventually(lambda: len(server._connections) == 1, what="the silent connection")
+        silent[1].write(b"GET /healthz HTTP/1.1\r\n")
+        await silent[1].drain()
+        assert (await get(server, "/healthz"))[0] == 200  # served meanwhile
         await within(server.aclose(), 5, "close with a silent connection open")
         await server.aclose()
         assert await within(silent[0].read(), 5, "the connection closed") == b""
         silent[1].close()
         with pytest.raises(geeh.ClosedError):
             await server.start()
+        assert (await server.probes.healthz())[0] == 200  # the answers, without HTTP
 
 
 async def test_bad_addresses(etcd: LocalEtcdCluster) -> None:

@@ -19,10 +19,12 @@ path        answer
 =========== ================================================================================
 
 A Kubernetes liveness probe goes to ``/healthz``, a "route to the leader only" readiness
-probe to ``/leader``. Start the server before campaigning: it learns of leaderships from the
-client's events (it is a :class:`~geeh.Listener`), so a term won before it started is not
-seen. The server runs on the client's event loop; for the blocking API, pass the
-:class:`~geeh.ActiveCompletionQueue` the client lives on and use ``with`` instead.
+probe to ``/leader``. :class:`Probes` computes the answers (use it in your own web app's
+routes, e.g. an ASGI app); :class:`HealthServer` serves them on a port of their own. Make
+either before campaigning: they learn of leaderships from the client's events, so a term
+won before they existed is not seen. The server runs on the client's event loop; for the
+blocking API, pass the :class:`~geeh.ActiveCompletionQueue` the client lives on and use
+``with`` instead.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import contextlib
 import datetime
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from .client import Client
@@ -43,7 +44,7 @@ from .leadership import Leadership
 from .listeners import Listener
 from .session import Session
 
-__all__ = ["HealthServer", "parse_address"]
+__all__ = ["HealthServer", "Probes", "parse_address"]
 
 log = logging.getLogger("geeh.health")
 
@@ -97,118 +98,35 @@ class _Terms(Listener):
         return min(terms, key=lambda term: term[1]) if terms else None
 
 
-class HealthServer:
-    """Serve ``/healthz`` and ``/leader`` for ``client`` at ``address`` (see the module).
-
-    ``address`` is ``"HOST:PORT"`` or ``(host, port)``; port 0 picks a free one, read it back
-    from :attr:`address` once started. ``election`` limits ``/leader`` to that election.
-    ``async with HealthServer(...)`` on the client's loop, or ``with HealthServer(...,
-    queue=queue)`` from blocking code. Closing stops the server and every connection at once;
-    it is harmless twice.
+class Probes:
+    """What ``/healthz`` and ``/leader`` answer for ``client`` (see the module): each answer is
+    ``(HTTP status, JSON-able body)``. ``election`` limits ``/leader`` to that election;
+    ``probe_timeout`` bounds the read that ``/healthz`` makes. :meth:`close` stops following
+    the client's events (idempotent).
     """
 
     def __init__(
         self,
         client: Client,
-        address: str | tuple[str, int] = ("127.0.0.1", 0),
         *,
         election: str | bytes | None = None,
         probe_timeout: float = 2.0,
-        queue: ActiveCompletionQueue | None = None,
     ) -> None:
         if not isinstance(client, Client):
             raise InvalidArgument(f"client must be a geeh.Client, not {type(client).__name__}")
         if isinstance(probe_timeout, bool) or not probe_timeout > 0:
             raise InvalidArgument(f"probe_timeout must be > 0 seconds, got {probe_timeout!r}")
         self._client = client
-        self._host, self._port = parse_address(address)
         name = election_prefix(election)[:-1] if election is not None else None
         self._name = name
         self._probe_key = name + b"/" if name is not None else PROBE_KEY
         self._probe_timeout = float(probe_timeout)
-        self._queue = queue
         self._terms = _Terms(name)
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
-        self._closed = False
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """(host, port) served; the port is the real one once started."""
-        if self._server is not None and self._server.sockets:
-            host, port = self._server.sockets[0].getsockname()[:2]
-            return host, port
-        return self._host, self._port
-
-    @property
-    def url(self) -> str:
-        """``http://host:port`` of the server (for logs and tests)."""
-        host, port = self.address
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    # -- life cycle --------------------------------------------------------------------------
-
-    async def start(self) -> HealthServer:
-        """Listen (on the running loop, the client's). Raises GeehError if it cannot bind."""
-        if self._closed:
-            raise ClosedError("this health server was closed")
-        if self._server is not None:
-            return self
-        self._client.add_listener(self._terms)
-        try:
-            self._server = await asyncio.start_server(
-                self._connection, self._host, self._port, limit=MAX_REQUEST
-            )
-        except OSError as err:
-            self._client.remove_listener(self._terms)
-            raise GeehError(
-                f"cannot serve health at {self._host}:{self._port}: {err.strerror or err}"
-            ) from None
-        log.info("serving /healthz and /leader at %s", self.url)
-        return self
-
-    async def aclose(self) -> None:
-        """Stop listening, drop open connections and wait for them. Idempotent."""
-        self._closed = True
-        self._client.remove_listener(self._terms)
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        connections = set(self._connections)
-        for task in connections:
-            task.cancel()
-        if connections:
-            await asyncio.wait(connections)
-        if server is not None:
-            await server.wait_closed()
-
-    async def __aenter__(self) -> HealthServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> HealthServer:
-        queue = self._blocking_queue()
-        return queue.call(self.start(), timeout=10.0)
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        client.add_listener(self._terms)
 
     def close(self) -> None:
-        """The blocking form of :meth:`aclose` (needs ``queue``). Idempotent."""
-        queue = self._blocking_queue()
-        with contextlib.suppress(ClosedError):  # the queue closed first: its loop is gone
-            queue.call(self.aclose(), timeout=10.0)
-
-    def _blocking_queue(self) -> ActiveCompletionQueue:
-        if self._queue is None:
-            raise InvalidArgument(
-                "use 'async with HealthServer(...)', or pass queue= for the blocking form"
-            )
-        return self._queue
-
-    # -- what the probes answer ------------------------------------------------------------
+        """Stop following the client's events."""
+        self._client.remove_listener(self._terms)
 
     async def healthz(self) -> tuple[int, dict[str, Any]]:
         """What ``/healthz`` answers: (status, body)."""
@@ -248,6 +166,110 @@ class HealthServer:
             "since": since.isoformat(timespec="milliseconds"),
         }
 
+
+class HealthServer:
+    """Serve ``/healthz`` and ``/leader`` for ``client`` at ``address`` (see the module).
+
+    ``address`` is ``"HOST:PORT"`` or ``(host, port)``; port 0 picks a free one, read it back
+    from :attr:`address` once started. ``election`` limits ``/leader`` to that election.
+    ``async with HealthServer(...)`` on the client's loop, or ``with HealthServer(...,
+    queue=queue)`` from blocking code. Closing stops the server and every connection at once;
+    it is harmless twice.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        address: str | tuple[str, int] = ("127.0.0.1", 0),
+        *,
+        election: str | bytes | None = None,
+        probe_timeout: float = 2.0,
+        queue: ActiveCompletionQueue | None = None,
+    ) -> None:
+        self._host, self._port = parse_address(address)
+        self._queue = queue
+        #: What the server answers (also usable directly).
+        self.probes = Probes(client, election=election, probe_timeout=probe_timeout)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) served; the port is the real one once started."""
+        if self._server is not None and self._server.sockets:
+            host, port = self._server.sockets[0].getsockname()[:2]
+            return host, port
+        return self._host, self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the server (for logs and tests)."""
+        host, port = self.address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def start(self) -> HealthServer:
+        """Listen (on the running loop, the client's). Raises GeehError if it cannot bind."""
+        if self._closed:
+            raise ClosedError("this health server was closed")
+        if self._server is not None:
+            return self
+        try:
+            self._server = await asyncio.start_server(
+                self._connection, self._host, self._port, limit=MAX_REQUEST
+            )
+        except OSError as err:
+            self._closed = True
+            self.probes.close()
+            raise GeehError(
+                f"cannot serve health at {self._host}:{self._port}: {err.strerror or err}"
+            ) from None
+        log.info("serving /healthz and /leader at %s", self.url)
+        return self
+
+    async def aclose(self) -> None:
+        """Stop listening, drop open connections and wait for them. Idempotent."""
+        self._closed = True
+        self.probes.close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        connections = set(self._connections)
+        for task in connections:
+            task.cancel()
+        if connections:
+            await asyncio.wait(connections)
+        if server is not None:
+            await server.wait_closed()
+
+    async def __aenter__(self) -> HealthServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> HealthServer:
+        queue = self._blocking_queue()
+        return queue.call(self.start(), timeout=10.0)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """The blocking form of :meth:`aclose` (needs ``queue``). Idempotent."""
+        queue = self._blocking_queue()
+        with contextlib.suppress(ClosedError):  # the queue closed first: its loop is gone
+            queue.call(self.aclose(), timeout=10.0)
+
+    def _blocking_queue(self) -> ActiveCompletionQueue:
+        if self._queue is None:
+            raise InvalidArgument(
+                "use 'async with HealthServer(...)', or pass queue= for the blocking form"
+            )
+        return self._queue
+
     # -- HTTP/1.1, just enough for probes -------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -276,16 +298,17 @@ class HealthServer:
             writer.close()
 
     async def _answer(self, method: str | None, path: str) -> tuple[int, dict[str, Any]]:
-        routes: dict[str, Callable[[], Any]] = {"/healthz": self.healthz, "/leader": self.leader}
+        probes = self.probes
+        routes = ("/healthz", "/leader")
         if method is None:
             return 400, {"error": "bad request"}
         if path not in routes:
-            return 404, {"error": f"no such path: {path}", "paths": sorted(routes)}
+            return 404, {"error": f"no such path: {path}", "paths": list(routes)}
         if method not in ("GET", "HEAD"):
             return 405, {"error": f"{method} is not allowed: use GET"}
         if path == "/healthz":
-            return await self.healthz()
-        return self.leader()
+            return await probes.healthz()
+        return probes.leader()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else self.url
