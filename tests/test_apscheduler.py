@@ -172,6 +172,31 @@ async def test_background_scheduler_from_blocking_code(etcd: LocalEtcdCluster, n
     assert len(await asyncio.to_thread(blocking)) >= 3
 
 
+async def test_close_waits_for_a_hung_job_only_within_grace(
+    etcd: LocalEtcdCluster, name: str
+) -> None:
+    def blocking() -> geeh.Leader | None:
+        started, release = threading.Event(), threading.Event()
+
+        def hang() -> None:
+            started.set()
+            release.wait(30)
+
+        with geeh.ActiveCompletionQueue() as queue:
+            client = queue.client(etcd.endpoints)
+            scheduler = BackgroundScheduler(timezone=UTC)
+            scheduler.add_job(hang, "interval", seconds=0.2, start_date=ALIGNED, id="hang")
+            election = client.election(name)
+            with LeaderScheduler(scheduler, election, ttl=5, grace=0.5, queue=queue):
+                assert started.wait(15), "the job did not start"
+            try:
+                return queue.call(election.leader())  # resigned, the job still running
+            finally:
+                release.set()
+
+    assert await within(asyncio.to_thread(blocking), 20, "a bounded close") is None
+
+
 async def test_misuse_is_refused(clients: list[geeh.Client], name: str) -> None:
     client = clients[0]
     election = client.election(name)
@@ -192,6 +217,8 @@ async def test_misuse_is_refused(clients: list[geeh.Client], name: str) -> None:
     with pytest.raises(geeh.InvalidArgument, match=r"'pool'.*not a LeaderExecutor"):
         await LeaderScheduler(plain, election).start()
     await eventually(lambda: not plain.running, what="the scheduler stopped")
+    async with LeaderScheduler(plain, election):  # nothing left behind by the refusal
+        pass  # (APScheduler's memory store dropped the job at the shutdown)
 
     # The same, wrapped: accepted.
     wrapped = AsyncIOScheduler(executors={"pool": LeaderExecutor(ThreadPoolExecutor())})

@@ -148,8 +148,9 @@ class LeaderScheduler:
 
     ``value`` is this candidate's value (default ``HOSTNAME:PID``), ``ttl`` its lease TTL:
     how soon a standby takes over from a leader that died. The scheduler must not be started
-    yet: this starts it (paused) and, on exit, shuts it down (waiting for running jobs),
-    then resigns so that the next replica takes over without overlap.
+    yet: this starts it (paused) and, on exit, shuts it down, waiting up to ``grace``
+    seconds for running jobs, then resigns so that the next replica takes over without
+    overlap. ``claims`` is the key prefix of the claims (see the module).
     """
 
     def __init__(
@@ -160,8 +161,11 @@ class LeaderScheduler:
         *,
         ttl: int = DEFAULT_TTL,
         claims: str | bytes | None = None,
+        grace: float = 30.0,
         queue: ActiveCompletionQueue | None = None,
     ) -> None:
+        if isinstance(grace, bool) or not grace >= 0:
+            raise InvalidArgument(f"grace must be a number of seconds >= 0, got {grace!r}")
         if not isinstance(scheduler, BaseScheduler):
             raise InvalidArgument(
                 f"scheduler must be an APScheduler 3 scheduler, not {type(scheduler).__name__}"
@@ -186,6 +190,7 @@ class LeaderScheduler:
             if claims is not None
             else b"geeh.apscheduler/" + election.name + b"/"
         )
+        self._grace = float(grace)
         self._queue = queue
         self.guarded: set[str] = set()  # aliases of the executors that claim (LeaderExecutor)
         self._leadership: Leadership | None = None
@@ -196,9 +201,21 @@ class LeaderScheduler:
 
     @property
     def leadership(self) -> Leadership | None:
-        """The current term while leading (for fenced writes in jobs: ``put``, ``txn``)."""
+        """The current term while leading, else None (for fenced writes in jobs: ``put``,
+        ``txn``). Off the client's loop (a job's thread) it is not checked against the
+        session's deadline, which only the loop may act on: the fenced write checks."""
         leadership = self._leadership
-        return leadership if leadership is not None and leadership.is_leader else None
+        if leadership is None:
+            return None
+        if self._on_loop() and not leadership.is_leader:
+            return None
+        return leadership
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -214,18 +231,20 @@ class LeaderScheduler:
             raise InvalidArgument("the scheduler already has a LeaderScheduler")
         self._loop = asyncio.get_running_loop()
         _guards[self.scheduler] = self
-        with contextlib.suppress(ValueError):  # the user's own "default": checked below
-            self.scheduler.add_executor(LeaderExecutor(), "default")
-        self.scheduler.start(paused=True)
-        unguarded = [job for job in self.scheduler.get_jobs() if job.executor not in self.guarded]
-        if unguarded:
+        try:
+            with contextlib.suppress(ValueError):  # the user's own "default": checked below
+                self.scheduler.add_executor(LeaderExecutor(), "default")
+            self.scheduler.start(paused=True)
+            for job in self.scheduler.get_jobs():
+                if job.executor not in self.guarded:
+                    raise InvalidArgument(
+                        f"job {job.id!r} runs on executor {job.executor!r}, which is not a "
+                        "LeaderExecutor: wrap it, e.g. LeaderExecutor(ThreadPoolExecutor())"
+                    )
+        except BaseException:
             await self._shutdown()
             _guards.pop(self.scheduler, None)
-            job = unguarded[0]
-            raise InvalidArgument(
-                f"job {job.id!r} runs on executor {job.executor!r}, which is not a "
-                "LeaderExecutor: wrap it, e.g. LeaderExecutor(ThreadPoolExecutor())"
-            )
+            raise
         self.scheduler.add_listener(self._job_changed, EVENT_JOB_ADDED | EVENT_JOB_MODIFIED)
         self._run = self._loop.create_task(
             self.election.run(self._lead, self._value, ttl=self._ttl),
@@ -235,7 +254,8 @@ class LeaderScheduler:
         return self
 
     async def aclose(self) -> None:
-        """Pause, shut the scheduler down (running jobs finish), then resign. Idempotent."""
+        """Pause, shut the scheduler down (running jobs finish, within ``grace``), then
+        resign. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -251,11 +271,24 @@ class LeaderScheduler:
         _guards.pop(self.scheduler, None)
 
     async def _shutdown(self) -> None:
-        with contextlib.suppress(SchedulerNotRunningError):
-            if isinstance(self.scheduler, AsyncIOScheduler):
-                self.scheduler.shutdown(wait=False)  # it only cancels: nothing to wait for
-            else:
-                await asyncio.to_thread(self.scheduler.shutdown, True)
+        if not self.scheduler.running:
+            return
+        if isinstance(self.scheduler, AsyncIOScheduler):
+            self.scheduler.shutdown(wait=False)  # it cancels its coroutine jobs: no wait
+            return
+        # A thread cannot be cancelled: wait for running jobs up to the grace, then go on.
+        stopping = asyncio.ensure_future(asyncio.to_thread(self._stop_scheduler))
+        stopping.add_done_callback(failed)  # if it outlives the wait, its end is still seen
+        done, _ = await asyncio.wait({stopping}, timeout=self._grace)
+        if not done:
+            log.error(
+                "jobs still run %gs after the scheduler was shut down; resigning anyway",
+                self._grace,
+            )
+
+    def _stop_scheduler(self) -> None:
+        with contextlib.suppress(SchedulerNotRunningError):  # the user shut it down first
+            self.scheduler.shutdown(wait=True)
 
     async def __aenter__(self) -> LeaderScheduler:
         return await self.start()
