@@ -28,7 +28,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from geeh.integrations.apscheduler import LeaderExecutor, LeaderScheduler, stamp
+from geeh.integrations.apscheduler import LeaderExecutor, LeaderScheduler
+from geeh.integrations.claims import stamp
 
 UTC = datetime.UTC
 ALIGNED = datetime.datetime(2020, 1, 1, tzinfo=UTC)  # every replica fires at the same times

@@ -19,7 +19,8 @@ from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 
 import geeh
-from geeh.integrations.apscheduler import LeaderScheduler, stamp
+from geeh.integrations.apscheduler import LeaderScheduler
+from geeh.integrations.claims import stamp
 
 ALIGNED = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 

@@ -42,13 +42,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .. import kv
 from ..completion_queue import ActiveCompletionQueue
 from ..election import DEFAULT_TTL, Election
-from ..errors import ClosedError, EtcdError, InvalidArgument, NotLeader
+from ..errors import ClosedError, InvalidArgument
 from ..keys import show, to_bytes
 from ..leadership import Leadership
 from ..tasks import failed
+from .claims import claim_runs
 
 try:
     from apscheduler.events import EVENT_JOB_ADDED, EVENT_JOB_MODIFIED
@@ -69,16 +69,10 @@ __all__ = ["LeaderExecutor", "LeaderScheduler"]
 
 log = logging.getLogger("geeh.apscheduler")
 
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 Deliver = Callable[[Any, list[datetime.datetime]], None]
 
 # Which LeaderScheduler guards a scheduler: how its LeaderExecutors find it when started.
 _guards: weakref.WeakKeyDictionary[Any, LeaderScheduler] = weakref.WeakKeyDictionary()
-
-
-def stamp(run_time: datetime.datetime) -> bytes:
-    """A fire time as etcd compares values (bytewise): microseconds since 1970, 20 digits."""
-    return b"%020d" % ((run_time - EPOCH) // datetime.timedelta(microseconds=1))
 
 
 class LeaderExecutor(BaseExecutor):  # type: ignore[misc]
@@ -408,35 +402,10 @@ class LeaderScheduler:
     async def claim(
         self, job_id: str, run_times: list[datetime.datetime]
     ) -> list[datetime.datetime]:
-        """The fire times of ``job_id`` this leader may run: none if it does not lead, else
-        those after the last one claimed (by any leader), the newest recorded in one Txn."""
-        leadership = self._leadership
-        if leadership is None or not leadership.is_leader or not run_times:
-            log.info("job %r at %s not run: not leader", job_id, run_times[-1:])
-            return []
+        """The fire times of ``job_id`` this replica may run: none unless it leads, else
+        those after the last one claimed by any leader (see :mod:`~geeh.integrations.claims`)."""
         key = self.claims + to_bytes(job_id, "job id")
-        newest = stamp(max(run_times))
-        record_if_newer = kv.txn(
-            [kv.version(key) == 0],
-            [kv.put(key, newest)],
-            [kv.txn([kv.value(key) < newest], [kv.put(key, newest)])],
-        )
-        try:
-            result = await leadership.txn([], [kv.get(key), record_if_newer])
-        except NotLeader:
-            log.info("job %r at %s not run: no longer leader", job_id, max(run_times))
-            return []
-        except EtcdError as err:  # the claim may or may not have landed: do not run
-            log.warning("job %r at %s not run: its claim failed: %s", job_id, max(run_times), err)
-            return []
-        previous: list[kv.KeyValue] = result.responses[0]
-        last = previous[0].value if previous else b""
-        claimed = [t for t in run_times if stamp(t) > last]
-        if len(claimed) < len(run_times):
-            log.info(
-                "job %r: %d run(s) already claimed, skipped", job_id, len(run_times) - len(claimed)
-            )
-        return claimed
+        return await claim_runs(self._leadership, key, run_times)
 
     def __repr__(self) -> str:
         state = "leading" if self.leadership is not None else "standby"
