@@ -101,8 +101,9 @@ class _Terms(Listener):
 class Probes:
     """What ``/healthz`` and ``/leader`` answer for ``client`` (see the module): each answer is
     ``(HTTP status, JSON-able body)``. ``election`` limits ``/leader`` to that election;
-    ``probe_timeout`` bounds the read that ``/healthz`` makes. :meth:`close` stops following
-    the client's events (idempotent).
+    ``probe_timeout`` bounds the read that ``/healthz`` makes. Ask on the client's event
+    loop (its state is read there). :meth:`close` stops following the client's events
+    (idempotent).
     """
 
     def __init__(

@@ -10,24 +10,17 @@ the election runs jobs, the others stand by with their scheduler paused::
             await stopped.wait()
 
 :class:`LeaderScheduler` starts the scheduler paused, resumes it when elected and pauses it
-in the same loop step as a loss. Pausing alone cannot stop a run that a deposed leader
-(paused by SIGSTOP, cut off) had already picked, so each run is also **claimed** first:
-a fenced Txn writes the job's fire time to ``claims/<job id>`` only if this process still
-leads and the time is newer than the last one claimed. A run whose claim fails is dropped
-(logged). So a fire time runs at most once across all replicas, even across a failover;
-a replica that dies between its claim and the run loses that run (at most once, as with a
-lost tick). The claim key lives outside the election's prefix, under ``claims`` (default
-``geeh.apscheduler/<election>/``): grant it with the election's prefix under RBAC.
+in the same loop step as a loss. A deposed leader (SIGSTOP, cut off) may wake up with a run
+already picked, so each run is also **claimed** (:mod:`geeh.integrations.claims`): a fenced
+Txn records the fire time under ``claims`` (default ``geeh.apscheduler/<election>/``), and a
+run whose claim fails is dropped. A fire time runs at most once across all replicas, even
+across a failover; one that dies between claim and run loses that run.
 
-Claims are made by :class:`LeaderExecutor`, which wraps the executor that really runs the
-job. If the scheduler has no ``"default"`` executor of its own, the helper installs one for
-it (the scheduler type's default, wrapped). Executors configured by hand must be wrapped:
-``executors={"default": LeaderExecutor(ThreadPoolExecutor(20))}``; a job on an executor
-that is not wrapped is refused at start.
-
-Supported: ``AsyncIOScheduler`` (``async with``, on the client's loop) and
-``BackgroundScheduler`` (``with LeaderScheduler(..., queue=queue)`` from blocking code, or
-``async with``). Not ``BlockingScheduler``: its ``start()`` never returns.
+Claims are made by :class:`LeaderExecutor`, which wraps the executor that runs the job. A
+scheduler without a ``"default"`` executor of its own gets one (its type's default,
+wrapped); executors configured by hand must be wrapped, or their jobs are refused at start.
+``AsyncIOScheduler`` and ``BackgroundScheduler`` are supported (``async with``, or ``with
+LeaderScheduler(..., queue=queue)`` from blocking code); ``BlockingScheduler`` is not.
 """
 
 from __future__ import annotations
