@@ -18,7 +18,7 @@ from support.wait import eventually, within
 import geeh
 from geeh._proto import rpc_pb2
 from geeh.net.retry import LEASE_REVOKE
-from geeh.testing import LocalEtcdCluster
+from geeh.testing import EtcdFactory, LocalEtcdCluster
 
 pytest.importorskip("apscheduler")
 
@@ -106,6 +106,28 @@ async def test_only_the_leader_runs_and_a_standby_takes_over(
         await eventually(lambda: len(runs.by("a")) > count + 2, what="runs on a again")
     runs.assert_once_each()
     assert not first.running and not second.running
+
+
+async def test_a_leader_cut_off_from_etcd_pauses_and_leads_again_once_it_is_back(
+    etcd_factory: EtcdFactory, name: str
+) -> None:
+    cluster = etcd_factory()
+    runs = Runs()
+    scheduler = scheduler_with_job()
+    runs.follow(scheduler, "a")
+    async with (
+        geeh.Client(cluster.endpoints, request_timeout=1.0, dial_timeout=2.0) as client,
+        LeaderScheduler(scheduler, client.election(name), ttl=2) as leader,
+    ):
+        await eventually(lambda: len(runs.by("a")) >= 2, what="runs")
+        await asyncio.to_thread(cluster.kill, 0)
+        await eventually(lambda: leader.leadership is None, what="the loss at the deadline")
+        assert scheduler.state == 2  # STATE_PAUSED
+        before = len(runs.by("a"))
+        await asyncio.to_thread(cluster.restart, 0)
+        await eventually(lambda: len(runs.by("a")) > before, timeout=30, what="runs again")
+        assert leader.leadership is not None
+    runs.assert_once_each()
 
 
 async def test_a_deposed_leader_claims_nothing_and_no_time_runs_twice(

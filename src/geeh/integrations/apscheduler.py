@@ -37,9 +37,10 @@ from typing import Any
 
 from ..completion_queue import ActiveCompletionQueue
 from ..election import DEFAULT_TTL, Election
-from ..errors import ClosedError, InvalidArgument
+from ..errors import ClosedError, ElectionError, EtcdUnavailable, InvalidArgument
 from ..keys import show, to_bytes
 from ..leadership import Leadership
+from ..net.retry import Backoff
 from ..tasks import failed
 from .claims import claim_runs
 
@@ -234,8 +235,7 @@ class LeaderScheduler:
             raise
         self.scheduler.add_listener(self._job_changed, EVENT_JOB_ADDED | EVENT_JOB_MODIFIED)
         self._run = self._loop.create_task(
-            self.election.run(self._lead, self._value, ttl=self._ttl),
-            name=f"geeh-apscheduler-{show(self.election.name)}",
+            self._campaign(), name=f"geeh-apscheduler-{show(self.election.name)}"
         )
         self._run.add_done_callback(failed)
         return self
@@ -302,6 +302,18 @@ class LeaderScheduler:
         return self._queue
 
     # -- leading ---------------------------------------------------------------------------
+
+    async def _campaign(self) -> None:
+        """Election.run until the client closes. A campaign that fails (etcd unreachable for
+        longer than a request may take) is made again: a replica stays a candidate."""
+        backoff = Backoff(base=0.5, cap=5.0)
+        while True:
+            try:
+                await self.election.run(self._lead, self._value, ttl=self._ttl)
+                return  # the client was closed
+            except (ElectionError, EtcdUnavailable) as err:
+                log.warning("campaign in %s failed: %s; again", show(self.election.name), err)
+            await asyncio.sleep(backoff.next_delay())
 
     async def _lead(self, leadership: Leadership) -> None:
         """One term: the scheduler runs from the win to the loss (paused in the same step)."""
