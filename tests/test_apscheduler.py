@@ -195,6 +195,20 @@ async def test_background_scheduler_from_blocking_code(etcd: LocalEtcdCluster, n
     assert len(await asyncio.to_thread(blocking)) >= 3
 
 
+async def test_blocking_close_after_the_queue_closed(etcd: LocalEtcdCluster, name: str) -> None:
+    def blocking() -> bool:
+        queue = geeh.ActiveCompletionQueue()
+        scheduler = scheduler_with_job(BackgroundScheduler)
+        election = queue.client(etcd.endpoints).election(name)
+        leader = LeaderScheduler(scheduler, election, ttl=5, queue=queue).__enter__()
+        queue.close()  # the wrong order: the queue (and its client), then the scheduler
+        leader.close()
+        leader.close()  # twice: harmless
+        return bool(scheduler.running)
+
+    assert await asyncio.to_thread(blocking) is False
+
+
 async def test_close_waits_for_a_hung_job_only_within_grace(
     etcd: LocalEtcdCluster, name: str
 ) -> None:

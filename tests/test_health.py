@@ -179,6 +179,19 @@ async def test_blocking_form(etcd: LocalEtcdCluster, name: str) -> None:
     assert await asyncio.to_thread(blocking) == [503, 200, 200, 503]
 
 
+async def test_blocking_close_after_the_queue_closed(etcd: LocalEtcdCluster) -> None:
+    def blocking() -> None:
+        queue = geeh.ActiveCompletionQueue()
+        server = HealthServer(queue.client(etcd.endpoints), queue=queue).__enter__()
+        host, port = server.address
+        queue.close()  # the wrong order: the queue, then the server
+        server.close()
+        with socket.socket() as again:  # the port is free: the socket was closed
+            again.bind((host, port))
+
+    await asyncio.to_thread(blocking)
+
+
 async def test_http_edges_and_a_bounded_close(etcd: LocalEtcdCluster) -> None:
     async with geeh.Client(etcd.endpoints) as client:
         server = await HealthServer(client).start()

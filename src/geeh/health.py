@@ -30,7 +30,6 @@ blocking API, pass the :class:`~geeh.ActiveCompletionQueue` the client lives on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import json
 import logging
@@ -261,8 +260,17 @@ class HealthServer:
     def close(self) -> None:
         """The blocking form of :meth:`aclose` (needs ``queue``). Idempotent."""
         queue = self._blocking_queue()
-        with contextlib.suppress(ClosedError):  # the queue closed first: its loop is gone
-            queue.call(self.aclose(), timeout=10.0)
+        closing = self.aclose()
+        try:
+            queue.call(closing, timeout=10.0)
+        except ClosedError:
+            closing.close()  # never started
+            # The queue closed first and its loop no longer runs: close the socket from here.
+            self._closed = True
+            self.probes.close()
+            server, self._server = self._server, None
+            if server is not None:
+                server.close()
 
     def _blocking_queue(self) -> ActiveCompletionQueue:
         if self._queue is None:

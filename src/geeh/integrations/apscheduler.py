@@ -291,8 +291,18 @@ class LeaderScheduler:
 
     def close(self) -> None:
         """The blocking form of :meth:`aclose` (needs ``queue``)."""
-        with contextlib.suppress(ClosedError):
-            self._blocking_queue().call(self.aclose(), timeout=60.0)
+        queue = self._blocking_queue()
+        closing = self.aclose()
+        try:
+            queue.call(closing, timeout=60.0)
+        except ClosedError:
+            closing.close()  # never started
+            # The queue closed first (its client too: no leadership is left): the scheduler
+            # still has its own thread, stopped from here.
+            self._closed = True
+            with contextlib.suppress(SchedulerNotRunningError, RuntimeError):
+                self.scheduler.shutdown(wait=False)
+            _guards.pop(self.scheduler, None)
 
     def _blocking_queue(self) -> ActiveCompletionQueue:
         if self._queue is None:
