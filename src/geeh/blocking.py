@@ -239,7 +239,11 @@ class LeaderElection:
                 return await asyncio.shield(thread)
             except asyncio.CancelledError:
                 stop.set()
-                await asyncio.wait({thread})  # a thread cannot be cancelled: it must return
+                # A thread cannot be cancelled: wait until it returns, whatever else is
+                # cancelled meanwhile (the supervisor's own wait is bounded by nothing else).
+                while not thread.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait({thread})
                 raise
 
         async def supervise() -> Any:
@@ -257,7 +261,13 @@ class LeaderElection:
         return self._queue.submit(supervise())
 
     def resign(self, timeout: float | None = None) -> None:
-        """Stop campaigning or give up leadership. Idempotent; retry if it raised."""
+        """Stop campaigning or give up leadership. Idempotent; retry if it raised.
+
+        After :meth:`run`, this first stops the work (sets its ``stop``) and waits for it to
+        return: leadership is kept until then. If ``timeout`` passes first,
+        :class:`~geeh.Timeout` is raised, the work still stops, and the run resigns as soon
+        as it has returned.
+        """
         self._queue.call(self._resign(), timeout)
 
     async def _resign(self) -> None:
@@ -265,8 +275,9 @@ class LeaderElection:
         if task is not None and not task.done():
             self._withdrawn = True
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Not "await task": our own cancellation (the timeout) must end this wait, not
+            # be taken for the task's, or we would resign while the work still runs.
+            await asyncio.wait({task})
         if self._leadership is not None:
             await self._leadership.resign()
         self._future = None
