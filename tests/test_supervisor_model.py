@@ -21,6 +21,7 @@ Each schedule is a seed: a failure names it, and ``run_schedule(seed, again)`` r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -107,10 +108,8 @@ class Schedule:
             if term.behaviour == "honours":
                 raise
             for _ in range(k * STEP_TICKS):  # ignores cancellation, over several steps
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.sleep(0)
-                except asyncio.CancelledError:
-                    pass
             if term.behaviour == "stubborn_returns":
                 return "ignored the cancellation"
             raise
