@@ -10,7 +10,8 @@ and at the end, the invariants:
   (a) work never starts while we do not lead;
   (b) after a loss, work that honours cancellation has ended at once (within a few loop
       steps: long before any grace);
-  (c) when run() returns or raises, no work task of it runs and no key of it is left;
+  (c) when run() returns or raises, no work task of it runs and no key of it is left; and
+      it never resigns while its work runs;
   (d) with again=True, run() ends only on cancellation or close, and it raises
       CancelledError only if it was cancelled;
   (e) each async callback is awaited, and each term's on_elected has its on_lost.
@@ -172,6 +173,11 @@ class Schedule:
             self.closed = True
             model.close()
 
+    def check_resign(self, leadership: FakeLeadership) -> None:
+        running = [t.behaviour for t in self.terms if not t.task.done()]
+        if running:
+            self.violate(f"(c) resigned while work runs: {running}")
+
     def check_running(self) -> None:
         for term in self.terms:
             lost = term.leadership.lost
@@ -211,6 +217,7 @@ class Schedule:
 async def run_schedule(seed: int, again: bool) -> list[str]:
     rng = random.Random(seed)
     s = Schedule(seed, again, rng)
+    s.model.on_resign = s.check_resign
     on_elected = s.callback(rng.choice(CALLBACKS + ELECTED_ONLY), elected=True)
     on_lost_kind = rng.choice(CALLBACKS)
     on_lost = s.callback(on_lost_kind, elected=False)

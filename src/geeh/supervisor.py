@@ -130,6 +130,7 @@ class Supervisor:
         """One term: returns the finished work task, or how the term ended without one."""
         name = _name(leadership)
         task: asyncio.Task[Any] | None = None
+        finished: asyncio.Task[Any] | None = None
         try:
             await self._call(self.on_elected, leadership)
             if not leadership.is_leader:  # lost while on_elected ran: never start the work
@@ -151,9 +152,12 @@ class Supervisor:
                 log.warning("work for %s ended cancelled by other code; resigning", name)
             elif task.exception() is not None and self.again:
                 log.error("work for %s raised; resigning", name, exc_info=task.exception())
+            finished = task
             return task
         finally:
-            cancelled = await self._stop(task, leadership) if task is not None else False
+            cancelled = False
+            if task is not None and task is not finished:  # else: its outcome is reported
+                cancelled = await self._stop(task, leadership)
             try:
                 await _resign(leadership)
             finally:
@@ -167,10 +171,8 @@ class Supervisor:
         A cancellation of our own meanwhile does not end the wait: it is returned (True), for
         the caller to raise once the term is over.
         """
-        if task.done():
-            return False
         grace = self.grace if self.grace is not None else safety_margin(leadership.session.ttl)
-        task.cancel()
+        task.cancel()  # no-op if it ended as we were cancelled
         done, cancelled = await _wait(task, grace)
         if not done:
             log.error(

@@ -11,11 +11,15 @@ the store: the candidate keys we hold, as etcd would show them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 from geeh.errors import CandidateRemoved, ClosedError, EtcdUnavailable, SessionExpired
 from geeh.loss import LossSignal
+from geeh.net.retry import Backoff
+from geeh.supervisor import Supervisor
 
 LOSSES = {
     "expiry": lambda: SessionExpired("the session's local deadline passed"),
@@ -35,6 +39,7 @@ class FakeLeadership:
         self.session = SimpleNamespace(ttl=1)
         self.lost = LossSignal()
         self.resigns = 0
+        self.resigned = False
 
     @property
     def is_leader(self) -> bool:
@@ -46,7 +51,11 @@ class FakeLeadership:
         self.model.keys.discard(self.token)
 
     async def resign(self, *, timeout: float | None = None) -> None:
+        if self.resigned:
+            return
         self.resigns += 1
+        if self.is_leader:
+            self.model.on_resign(self)
         self.lost.set(None)
         await asyncio.sleep(0)  # a network hop
         # Under an outage the request fails; the real Leadership then removes the key in the
@@ -54,6 +63,7 @@ class FakeLeadership:
         self.model.keys.discard(self.token)
         if self.model.outage:
             raise EtcdUnavailable("etcd unavailable (scripted outage)")
+        self.resigned = True
 
 
 @dataclass
@@ -75,6 +85,8 @@ class ModelElection:
         self.waiting: Waiting | None = None
         self.leadership: FakeLeadership | None = None  # the newest one won
         self.campaigns = 0
+        # Called as a leader resigns (the test checks that no work runs then).
+        self.on_resign: Callable[[FakeLeadership], None] = lambda _: None
 
     async def campaign(self, value: bytes, *, ttl: int) -> FakeLeadership:
         self.campaigns += 1
@@ -98,6 +110,11 @@ class ModelElection:
             raise failure
         leadership = self.leadership = FakeLeadership(self, token)
         return leadership
+
+    async def run(self, work: Any, value: bytes, **options: Any) -> Any:
+        """What Election.run does, over this election (short pauses between campaigns)."""
+        backoff = Backoff(base=0.001, cap=0.01)
+        return await Supervisor(self, work, value, backoff=backoff, **options).run()  # type: ignore[arg-type]
 
     def win(self) -> None:
         if self.waiting is not None and not self.waiting.turn.done():
