@@ -221,10 +221,13 @@ class LeaderElection:
 
         A thread cannot be cancelled: ``stop`` (a threading.Event) is set when leadership
         ends, and ``work`` must return soon after (within ``grace``; see Election.run for the
-        bound). Nothing else happens until it has returned. While it runs, :attr:`elected`,
-        :attr:`token` and the fenced :meth:`put`/:meth:`txn` work as after a campaign. The
-        Future completes when the run stops (``again=False``: with work's result); cancel
-        it, :meth:`resign` or :meth:`close` to stop. The callbacks run on the loop's thread.
+        bound). Nothing else happens until it has returned: no resign, no new campaign (a
+        :meth:`resign` whose ``timeout`` passes first raises Timeout and leaves the resign
+        to the run). While it runs, :attr:`elected`, :attr:`token` and the fenced
+        :meth:`put`/:meth:`txn` work as after a campaign. The Future completes when the run
+        stops (``again=False``: with work's result); cancel it, :meth:`resign` or
+        :meth:`close` to stop. The callbacks run on the loop's thread (an ``async def`` one
+        is awaited there, as in Election.run).
         """
         if self._closed:
             raise ClosedError("this election was closed")
