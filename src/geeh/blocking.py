@@ -242,11 +242,14 @@ class LeaderElection:
                 return await asyncio.shield(thread)
             except asyncio.CancelledError:
                 stop.set()
-                # A thread cannot be cancelled: wait until it returns, whatever else is
-                # cancelled meanwhile (the supervisor's own wait is bounded by nothing else).
+                # A thread cannot be cancelled: wait until it returns, even if cancelled
+                # again meanwhile, so that nothing resigns while the work still runs.
                 while not thread.done():
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait({thread})
+                error = thread.exception()
+                if error is not None:
+                    raise error from None  # the supervisor logs it: raised while stopping
                 raise
 
         async def supervise() -> Any:
