@@ -40,7 +40,9 @@ SCHEDULES = 300
 WORKS = ("returns", "raises", "self_cancel", "honours", "stubborn", "stubborn_returns")
 CALLBACKS = (None, "sync", "sync_raises", "async", "async_raises", "async_slow", "async_ticks")
 ELECTED_ONLY = ("sync_deadline", "async_deadline")  # the lease runs out during on_elected
-ACTIONS = ("win", "win", "tick", "lose", "lose", "outage", "cancel", "close")
+# Weighted for many terms per schedule. The end (cancel, close) comes at a random step, and
+# the schedule goes on after it (a loss may come while run() stops its work).
+ACTIONS = ("win",) * 4 + ("tick",) * 2 + ("lose",) * 3 + ("outage",)
 STEP_TICKS = 8  # loop steps after each action: enough for a cancellation to be delivered
 
 
@@ -72,6 +74,8 @@ class Schedule:
     cancelled: bool = False
     closed: bool = False
     both_callbacks: bool = False
+    outage_steps: int = 0
+    slow: int = 0  # slow callbacks running: each holds up the schedule (a step in real time)
 
     def violate(self, what: str) -> None:
         self.violations.append(f"seed {self.seed} again={self.again}: {what}")
@@ -133,8 +137,12 @@ class Schedule:
             self.async_awaited += 1
             if kind == "async_raises":
                 raise ValueError("async callback bug")
-            if kind == "async_slow":
-                await asyncio.sleep(10)  # cancelled after the callback timeout
+            if kind == "async_slow":  # cancelled after the callback timeout
+                self.slow += 1
+                try:
+                    await asyncio.sleep(10)
+                finally:
+                    self.slow -= 1
             if kind in ("async_ticks", "async_deadline"):
                 await ticks(self.rng.randint(1, 12))
             if kind == "async_deadline":
@@ -158,20 +166,26 @@ class Schedule:
             leadership = model.leadership
             if leadership is not None and leadership.is_leader:
                 leadership.lose(LOSSES[kind]())
-            elif kind == "deleted":
-                model.fail(CandidateRemoved("candidate key deleted while waiting"))
-            else:
-                model.fail(SessionExpired("session expired while waiting"))
-        elif action == "outage":
-            model.outage = not model.outage
-            if model.outage:
-                model.fail(EtcdUnavailable("etcd unavailable (scripted outage)"))
+            elif self.rng.random() < 0.3:  # in line: fails the campaign
+                if kind == "deleted":
+                    model.fail(CandidateRemoved("candidate key deleted while waiting"))
+                else:
+                    model.fail(SessionExpired("session expired while waiting"))
+        elif action == "outage":  # for a few steps
+            model.outage = True
+            self.outage_steps = self.rng.randint(1, 3)
+            model.fail(EtcdUnavailable("etcd unavailable (scripted outage)"))
         elif action == "cancel" and not self.cancelled:
             self.cancelled = True
             run.cancel()
         elif action == "close" and not self.closed:
             self.closed = True
             model.close()
+
+    def step(self) -> None:
+        if self.outage_steps:
+            self.outage_steps -= 1
+            self.model.outage = self.outage_steps > 0
 
     def check_resign(self, leadership: FakeLeadership) -> None:
         running = [t.behaviour for t in self.terms if not t.task.done()]
@@ -237,11 +251,16 @@ async def run_schedule(seed: int, again: bool) -> list[str]:
         supervisor.on_lost = s.callback("sync", elected=False)
     s.both_callbacks = supervisor.on_elected is not None
     run = asyncio.ensure_future(supervisor.run())
-    for _ in range(rng.randint(3, 30)):
+    steps = rng.randint(3, 40)
+    end = rng.randint(0, steps + steps // 2)  # past the steps: cancel or close after them
+    for step in range(steps):
         if run.done():
             break
-        s.act(rng.choice(ACTIONS), run)
+        s.act(rng.choice(("cancel", "close")) if step == end else rng.choice(ACTIONS), run)
         await ticks(STEP_TICKS)
+        while s.slow and not run.done():
+            await asyncio.wait({run}, timeout=0.002)
+        s.step()
         s.check_running()
     if not run.done():
         s.act(rng.choice(("cancel", "close")), run)
@@ -268,3 +287,39 @@ async def test_supervisor_schedules_keep_the_invariants(caplog: pytest.LogCaptur
     for seed in range(SCHEDULES):
         violations += await run_schedule(seed, again=seed % 3 != 0)
     assert not violations, f"{len(violations)} violations:\n" + "\n".join(violations[:20])
+
+
+async def test_a_loss_between_the_check_and_the_first_step_never_starts_work() -> None:
+    """A pinned ordering: the loss lands after the check, before the work's first step."""
+    model = ModelElection()
+    started: list[bool] = []
+    elected: list[FakeLeadership] = []
+
+    def on_elected(leadership: FakeLeadership) -> None:
+        elected.append(leadership)
+        if len(elected) == 1:  # first term: lost as the work is about to start
+            expiry = SessionExpired("the session's local deadline passed")
+            asyncio.get_running_loop().call_soon(leadership.lose, expiry)
+
+    async def work(leadership: Any) -> None:
+        started.append(leadership.is_leader)
+
+    supervisor = Supervisor(
+        model,  # type: ignore[arg-type]
+        work,
+        b"v",
+        ttl=1,
+        again=False,
+        grace=1.0,
+        on_elected=on_elected,
+        on_lost=None,
+        backoff=Backoff(base=0.0, cap=0.0),
+    )
+    model.free = True
+    run = asyncio.ensure_future(supervisor.run())
+    while not started and not run.done():
+        model.win()
+        await asyncio.sleep(0)
+    await run
+    assert started == [True], "the work ran once, in the second term, as leader"
+    assert model.campaigns == 2

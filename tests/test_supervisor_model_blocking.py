@@ -27,7 +27,7 @@ from geeh.errors import CandidateRemoved, EtcdUnavailable, SessionExpired
 
 SCHEDULES = 60
 WORKS = ("returns", "raises", "honours", "stubborn", "stubborn")
-ACTIONS = ("win", "win", "win", "lose", "lose", "outage", "resign", "release", "step", "step")
+ACTIONS = ("win",) * 5 + ("lose",) * 3 + ("step",) * 2 + ("outage", "release", "resign")
 
 
 class Recording(concurrent.futures.ThreadPoolExecutor):
@@ -54,6 +54,7 @@ class BlockingSchedule:
         self.running = 0  # work threads started and not yet returned
         self.lock = threading.Lock()
         self.release = threading.Event()
+        self.outage_steps = 0
         # Each honouring work's leadership, and an event set as it returns.
         self.honouring: list[tuple[FakeLeadership, threading.Event]] = []
         client = geeh.Client("model:2379", discover=False)
@@ -107,28 +108,30 @@ class BlockingSchedule:
             self.on_loop(model.win)
         elif action == "lose":
             kind = self.rng.choice(sorted(LOSSES))
+            in_line = self.rng.random() < 0.3
 
             def lose() -> None:
                 leadership = model.leadership
                 if leadership is not None and leadership.is_leader:
                     leadership.lose(LOSSES[kind]())
-                elif kind == "deleted":
-                    model.fail(CandidateRemoved("candidate key deleted while waiting"))
-                else:
-                    model.fail(SessionExpired("session expired while waiting"))
+                elif in_line:  # fails the campaign
+                    if kind == "deleted":
+                        model.fail(CandidateRemoved("candidate key deleted while waiting"))
+                    else:
+                        model.fail(SessionExpired("session expired while waiting"))
 
             self.on_loop(lose)
             for leadership, done in self.honouring:  # (b): the loss stops it
                 if leadership.lost.reason is not None and not done.wait(5):
                     self.violate("(b) honouring work still runs 5s after a loss")
-        elif action == "outage":
+        elif action == "outage":  # for a few steps
 
-            def toggle() -> None:
-                model.outage = not model.outage
-                if model.outage:
-                    model.fail(EtcdUnavailable("etcd unavailable (scripted outage)"))
+            def start() -> None:
+                model.outage = True
+                model.fail(EtcdUnavailable("etcd unavailable (scripted outage)"))
 
-            self.on_loop(toggle)
+            self.outage_steps = self.rng.randint(1, 3)
+            self.on_loop(start)
         elif action == "resign":
             try:
                 self.election.resign(timeout=0.02)
@@ -144,12 +147,16 @@ class BlockingSchedule:
     def run(self) -> list[str]:
         running = self.election.run(self.work, again=self.again, grace=0.5)
         resigned = False
-        for _ in range(self.rng.randint(3, 20)):
+        for _ in range(self.rng.randint(5, 25)):
             if running.done():
                 break
             action = self.rng.choice(ACTIONS)
             resigned = resigned or action == "resign"
             self.act(action)
+            if self.outage_steps:
+                self.outage_steps -= 1
+                if not self.outage_steps:
+                    self.on_loop(lambda: setattr(self.model, "outage", False))
         if running.done() and self.again and not resigned:
             self.violate(f"(d) again=True, but the run ended: {_outcome(running)}")
         self.act("resign")  # quick: may time out while a stubborn work still runs

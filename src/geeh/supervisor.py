@@ -256,6 +256,8 @@ def _name(leadership: Leadership) -> str:
 
 
 async def _run_work(work: Work, leadership: Leadership) -> Any:
+    if not leadership.is_leader:  # lost since the check, before this first step: never start
+        await asyncio.get_running_loop().create_future()  # until the supervisor cancels it
     return await work(leadership)
 
 

@@ -57,10 +57,12 @@ class FakeLeadership:
         if self.is_leader:
             self.model.on_resign(self)
         self.lost.set(None)
-        await asyncio.sleep(0)  # a network hop
-        # Under an outage the request fails; the real Leadership then removes the key in the
-        # background (or etcd expires it): the supervisor's part was to ask.
-        self.model.keys.discard(self.token)
+        try:
+            await asyncio.sleep(0)  # a network hop
+        finally:
+            # Failed or cancelled, the real Leadership removes the key in the background
+            # (or etcd expires it): the supervisor's part was to ask.
+            self.model.keys.discard(self.token)
         if self.model.outage:
             raise EtcdUnavailable("etcd unavailable (scripted outage)")
         self.resigned = True
@@ -85,6 +87,7 @@ class ModelElection:
         self.waiting: Waiting | None = None
         self.leadership: FakeLeadership | None = None  # the newest one won
         self.campaigns = 0
+        self.free = False  # the next campaign wins at once (no rival ahead)
         # Called as a leader resigns (the test checks that no work runs then).
         self.on_resign: Callable[[FakeLeadership], None] = lambda _: None
 
@@ -98,6 +101,9 @@ class ModelElection:
         token, self.next_token = self.next_token, self.next_token + 1
         self.keys.add(token)
         waiting = self.waiting = Waiting(token, asyncio.get_running_loop().create_future())
+        if self.free:
+            self.free = False
+            waiting.turn.set_result(None)
         try:
             failure = await waiting.turn
         except BaseException:  # cancelled: the campaign withdraws its key
@@ -117,8 +123,11 @@ class ModelElection:
         return await Supervisor(self, work, value, backoff=backoff, **options).run()  # type: ignore[arg-type]
 
     def win(self) -> None:
+        """The rival ahead of us leaves: a campaign in line wins, else the next one will."""
         if self.waiting is not None and not self.waiting.turn.done():
             self.waiting.turn.set_result(None)
+        else:
+            self.free = True
 
     def fail(self, error: BaseException) -> None:
         if self.waiting is not None and not self.waiting.turn.done():
