@@ -32,7 +32,13 @@ from typing import Any
 import pytest
 from support.model_election import LOSSES, FakeLeadership, ModelElection
 
-from geeh.errors import CandidateRemoved, ElectionError, EtcdUnavailable, SessionExpired
+from geeh.errors import (
+    CandidateRemoved,
+    ElectionError,
+    EtcdUnavailable,
+    InvalidArgument,
+    SessionExpired,
+)
 from geeh.net.retry import Backoff
 from geeh.supervisor import Supervisor
 
@@ -323,3 +329,20 @@ async def test_a_loss_between_the_check_and_the_first_step_never_starts_work() -
     await run
     assert started == [True], "the work ran once, in the second term, as leader"
     assert model.campaigns == 2
+
+
+async def test_a_callback_that_is_not_callable_is_refused_in_one_line() -> None:
+    async def work(leadership: Any) -> None:
+        pass
+
+    with pytest.raises(InvalidArgument, match="on_lost must be callable, not str"):
+        Supervisor(
+            ModelElection(),  # type: ignore[arg-type]
+            work,
+            b"v",
+            ttl=1,
+            again=True,
+            grace=None,
+            on_elected=None,
+            on_lost="log it",  # type: ignore[arg-type]
+        )
