@@ -346,3 +346,22 @@ async def test_a_callback_that_is_not_callable_is_refused_in_one_line() -> None:
             on_elected=None,
             on_lost="log it",  # type: ignore[arg-type]
         )
+
+
+async def test_a_bad_ttl_is_refused_in_one_line_before_any_campaign() -> None:
+    async def work(leadership: Any) -> None:
+        pass
+
+    model = ModelElection()
+    with pytest.raises(InvalidArgument, match="ttl must be a number of seconds, not NoneType"):
+        Supervisor(
+            model,  # type: ignore[arg-type]
+            work,
+            b"v",
+            ttl=None,  # type: ignore[arg-type]
+            again=True,
+            grace=None,
+            on_elected=None,
+            on_lost=None,
+        )
+    assert model.campaigns == 0

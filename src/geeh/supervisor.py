@@ -36,7 +36,7 @@ from .errors import ClosedError, ElectionError, EtcdUnavailable, InvalidArgument
 from .keys import show
 from .leadership import Leadership
 from .net.retry import Backoff
-from .session import safety_margin
+from .session import check_ttl, safety_margin
 
 if TYPE_CHECKING:
     from .election import Election
@@ -84,14 +84,14 @@ class Supervisor:
         self.election = election
         self.work = work
         self.value = value
-        self.ttl = ttl
+        self.ttl = check_ttl(ttl)
         self.again = again
         self.grace = grace
         self.on_elected = on_elected
         self.on_lost = on_lost
         self.backoff = backoff if backoff is not None else Backoff(base=0.1, cap=5.0)
         # An async callback is awaited at most this long, then cancelled.
-        self.callback_timeout = float(ttl)
+        self.callback_timeout = float(self.ttl)
         self.terms = 0  # how many times work was started
 
     async def run(self) -> Any:
