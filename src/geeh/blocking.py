@@ -221,10 +221,13 @@ class LeaderElection:
 
         A thread cannot be cancelled: ``stop`` (a threading.Event) is set when leadership
         ends, and ``work`` must return soon after (within ``grace``; see Election.run for the
-        bound). Nothing else happens until it has returned. While it runs, :attr:`elected`,
-        :attr:`token` and the fenced :meth:`put`/:meth:`txn` work as after a campaign. The
-        Future completes when the run stops (``again=False``: with work's result); cancel
-        it, :meth:`resign` or :meth:`close` to stop. The callbacks run on the loop's thread.
+        bound). Nothing else happens until it has returned: no resign, no new campaign (a
+        :meth:`resign` whose ``timeout`` passes first raises Timeout and leaves the resign
+        to the run). While it runs, :attr:`elected`, :attr:`token` and the fenced
+        :meth:`put`/:meth:`txn` work as after a campaign. The Future completes when the run
+        stops (``again=False``: with work's result); cancel it, :meth:`resign` or
+        :meth:`close` to stop. The callbacks run on the loop's thread (an ``async def`` one
+        is awaited there, as in Election.run).
         """
         if self._closed:
             raise ClosedError("this election was closed")
@@ -239,7 +242,14 @@ class LeaderElection:
                 return await asyncio.shield(thread)
             except asyncio.CancelledError:
                 stop.set()
-                await asyncio.wait({thread})  # a thread cannot be cancelled: it must return
+                # A thread cannot be cancelled: wait until it returns, even if cancelled
+                # again meanwhile, so that nothing resigns while the work still runs.
+                while not thread.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait({thread})
+                error = thread.exception()
+                if error is not None:
+                    raise error from None  # the supervisor logs it: raised while stopping
                 raise
 
         async def supervise() -> Any:
@@ -257,7 +267,13 @@ class LeaderElection:
         return self._queue.submit(supervise())
 
     def resign(self, timeout: float | None = None) -> None:
-        """Stop campaigning or give up leadership. Idempotent; retry if it raised."""
+        """Stop campaigning or give up leadership. Idempotent; retry if it raised.
+
+        After :meth:`run`, this first stops the work (sets its ``stop``) and waits for it to
+        return: leadership is kept until then. If ``timeout`` passes first,
+        :class:`~geeh.Timeout` is raised, the work still stops, and the run resigns as soon
+        as it has returned.
+        """
         self._queue.call(self._resign(), timeout)
 
     async def _resign(self) -> None:
@@ -265,8 +281,9 @@ class LeaderElection:
         if task is not None and not task.done():
             self._withdrawn = True
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Not "await task": our own cancellation (the timeout) must end this wait, not
+            # be taken for the task's, or we would resign while the work still runs.
+            await asyncio.wait({task})
         if self._leadership is not None:
             await self._leadership.resign()
         self._future = None

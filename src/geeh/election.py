@@ -130,13 +130,17 @@ class Election:
         """Run ``await work(leadership)`` only while leader, campaigning again after each loss.
 
         On a loss, ``work`` is cancelled and awaited (it should stop within ``grace``
-        seconds; default: the session's safety margin) before
-        anything else happens. When ``work`` returns or raises (the error is logged), we
-        resign; then, with ``again`` (the default), campaign again; otherwise return its
-        result or raise its error. ``on_elected(leadership)`` and ``on_lost(leadership,
-        reason)`` are called at the start and end of each term (reason None after a
-        resign). Cancel the call to stop: it resigns if leading, withdraws if waiting.
-        Returns None when the client closes.
+        seconds; default: the session's safety margin) before anything else happens; every
+        path waits for it, a cancellation of this call included. Leadership is checked
+        right before ``work`` starts. When ``work`` returns, raises (the error is logged)
+        or ends cancelled by other code, we resign; then, with ``again`` (the default),
+        campaign again; otherwise return its result, raise its error, or return None.
+        ``again=True`` retries a failed campaign (ElectionError, EtcdUnavailable) after a
+        jittered pause, until cancelled or closed. ``on_elected(leadership)`` and
+        ``on_lost(leadership, reason)`` are called at the start and end of each term
+        (reason None after a resign); an ``async def`` one is awaited, at most ``ttl``
+        seconds. Cancel the call to stop: it resigns if leading, withdraws if waiting.
+        Returns None when the client closes. See docs/howto/run-while-leader.md.
         """
         supervisor = Supervisor(
             self,
