@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -88,5 +89,5 @@ def _pause_redbeat_between_lock_and_send() -> None:
     schedulers.RedBeatScheduler.apply_async = apply_async
 
 
-if os.environ.get("BEAT_PAUSE_FILE"):
+if os.environ.get("BEAT_PAUSE_FILE") and any("redbeat" in arg for arg in sys.argv):
     _pause_redbeat_between_lock_and_send()

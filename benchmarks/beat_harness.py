@@ -8,6 +8,7 @@ of the coordinator (etcd or Redis), so that one replica can be cut off alone.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -78,7 +79,7 @@ class Counts:
 
 def count(messages: Sequence[Sent], interval: float, start: float, end: float) -> Counts:
     times = [m.at for m in messages if start <= m.at <= end]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     twice = sum(1 for g in gaps if g < interval / 2)
     missed = sum(max(0, round(g / interval) - 1) for g in gaps)
     return Counts(len(times), twice, missed, round(max(gaps, default=0.0), 2))
@@ -104,7 +105,10 @@ class RedisServer:
         wait_for(self._ready, 10, "redis-server to accept connections")
 
     def _ready(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1) as s:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), 1) as s,
+        ):
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
         return False

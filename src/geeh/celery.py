@@ -43,6 +43,7 @@ import contextlib
 import datetime
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,9 +110,14 @@ class BeatSettings:
             auth_password=get("geeh_password"),
             auth_password_file=get("geeh_password_file"),
         )
-        connection = connection_from(args, lambda text: None)
+        try:
+            connection = connection_from(args, lambda text: None)
+        except InvalidArgument as err:
+            raise InvalidArgument(_setting_names(str(err))) from None
         election = str(get("geeh_election") or os.environ.get("GEEH_ELECTION") or DEFAULT_ELECTION)
-        ttl_given = get("geeh_ttl") or os.environ.get("GEEH_TTL") or DEFAULT_TTL
+        ttl_given = get("geeh_ttl")
+        if ttl_given is None:
+            ttl_given = os.environ.get("GEEH_TTL") or DEFAULT_TTL
         try:
             ttl = check_ttl(float(ttl_given))
         except (TypeError, ValueError, InvalidArgument) as err:
@@ -132,6 +138,11 @@ class BeatSettings:
             delivery,
             hook,
         )
+
+
+def _setting_names(message: str) -> str:
+    """The CLI's error message, naming the beat settings instead of its flags."""
+    return re.sub(r"--([a-z-]+)", lambda m: "geeh_" + m.group(1).replace("-", "_"), message)
 
 
 class Scheduler(beat.Scheduler):  # type: ignore[misc]

@@ -13,6 +13,7 @@ on (the reading was stale), the claim returns None and the fresh state.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -97,6 +98,6 @@ class ScheduleStore:
             [kv.version(key) == seen.version], [kv.put(key, new.encode())], [kv.get(key)]
         )
         if result.succeeded:
-            return True, EntryState(last_run_at, total_run_count, leadership.token, seen.version + 1)
+            return True, dataclasses.replace(new, version=seen.version + 1)
         items: list[kv.KeyValue] = result.responses[0]
         return False, EntryState.decode(items[0]) if items else EntryState()

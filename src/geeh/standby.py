@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .client import Client
 from .completion_queue import ActiveCompletionQueue
-from .errors import ClosedError, GeehError
+from .errors import ClosedError, GeehError, Timeout
 from .keys import show
 from .leadership import Leadership
 from .net.retry import Backoff
@@ -27,6 +27,9 @@ from .net.retry import Backoff
 log = logging.getLogger("geeh.standby")
 
 T = TypeVar("T")
+
+# How long current() waits for the loop to answer.
+CHECK_TIMEOUT = 2.0
 
 
 class Standby:
@@ -85,7 +88,18 @@ class Standby:
             log.info("no longer leading %s; standing by", show(leadership.name))
 
     def current(self) -> Leadership | None:
-        """The leadership while we lead, else None (read at once, from any thread)."""
+        """The leadership while we lead, else None; from any thread but the loop's.
+
+        Asked on the loop: reading a leadership polls its session's deadline, which only
+        the loop's thread may act on. A loop that does not answer within ``timeout`` counts
+        as not leading.
+        """
+        try:
+            return self._queue.call(self._leading(), timeout=CHECK_TIMEOUT)
+        except (Timeout, ClosedError):
+            return None
+
+    async def _leading(self) -> Leadership | None:
         leadership = self._leadership
         return leadership if leadership is not None and leadership.is_leader else None
 
