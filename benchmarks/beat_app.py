@@ -38,6 +38,7 @@ app.conf.update(
         "data_folder_in": BROKER_DIR,
         "data_folder_out": BROKER_DIR,
         "processed_folder": BROKER_DIR,
+        "control_folder": os.path.join(BROKER_DIR, "control"),
     },
     beat_schedule={"tick": {"task": "beat_app.tick", "schedule": INTERVAL}},
     beat_max_loop_interval=INTERVAL,

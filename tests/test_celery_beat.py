@@ -4,12 +4,17 @@ off and paused between its claim and its send. The claim itself is tested on its
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.snippets import PLACEHOLDER, ROOT, parse
 from support.wait import within
 
 pytest.importorskip("celery")
@@ -212,3 +217,50 @@ def test_a_beat_deposed_between_claim_and_send_does_not_send(beats: Beats, tmp_p
     assert beats.running() == 3
     with open(paused.log_path, encoding="utf-8") as fh:
         assert "deposed before sending tick; not sent" in fh.read()
+
+
+# -- the how-to: its app and its command, as a new user runs them ----------------------------
+
+
+def howto() -> tuple[str, list[str]]:
+    """The Celery how-to's app (proj.py) and its beat command."""
+    page = parse(ROOT / "docs" / "howto" / "celery-beat.md")
+    app = next(b.code for b in page.blocks if b.lang == "python")
+    lines = [line for b in page.blocks if b.lang == "sh" for line in b.code.splitlines()]
+    command = next(line.split("#")[0] for line in lines if line.startswith("celery "))
+    return app, shlex.split(command)
+
+
+def test_the_howto_gives_ha_beat(etcd: EtcdCluster, name: str, tmp_path: Path) -> None:
+    app, argv = howto()
+    app = app.replace(PLACEHOLDER, etcd.endpoints[0]).replace('"proj-beat"', repr(name))
+    (tmp_path / "proj.py").write_text(app.replace("redis://localhost:6379/0", "memory://"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    logs = [tmp_path / f"beat-{i}.log" for i in range(2)]
+    processes = []
+    try:
+        for log in logs:
+            with open(log, "wb") as out:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", *argv],
+                        cwd=tmp_path,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        wait_for(lambda: len(etcd.keys(f"{name}/")) == 2, 60, "both beats to campaign")
+
+        def leading() -> list[int]:
+            return [i for i, log in enumerate(logs) if f"leading {name}" in log.read_text()]
+
+        first = wait_for(leading, 30, "a beat to lead")
+        assert isinstance(first, list) and len(first) == 1
+        processes[first[0]].send_signal(signal.SIGTERM)
+        assert processes[first[0]].wait(30) == 0
+        wait_for(lambda: len(leading()) == 2, 30, "the other beat to take over")
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import logging
 import os
 import re
@@ -49,8 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery import beat  # type: ignore[import-untyped]
-from kombu.utils.objects import cached_property  # type: ignore[import-untyped]
+from celery import beat
 
 from .cli.connection import connection_from
 from .client import Client
@@ -165,7 +165,7 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
         self._claimed: dict[str, int] = {}  # entry -> token of the claim made for its send
         super().__init__(*args, **kwargs)
 
-    @cached_property  # type: ignore[untyped-decorator]
+    @functools.cached_property
     def settings(self) -> BeatSettings:
         return BeatSettings.from_conf(self.app.conf)
 
