@@ -50,7 +50,8 @@ from .beat_harness import (
     wait_for,
 )
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
 INTERVAL = 1.0
 FAULTS = ("kill", "stop", "cut", "term", "pause")
 
@@ -230,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=20.0, help="steady seconds first")
     parser.add_argument("--only", choices=("geeh", "redbeat"), action="append")
     parser.add_argument("--out", default=RESULTS, help="directory for beat.json and beat.md")
+    parser.add_argument(
+        "--into",
+        default=os.path.join(REPO, "BENCHMARKS.md"),
+        help="put the Markdown section into this file, between its beat markers ('' : no)",
+    )
     args = parser.parse_args(argv)
     settle = args.settle if args.settle is not None else 2.0 * args.ttl
     runners: dict[str, Callable[..., dict[str, Any]]] = {
@@ -247,8 +253,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(results, fh, indent=2)
     with open(os.path.join(args.out, "beat.md"), "w", encoding="utf-8") as fh:
         fh.write(markdown(results))
+    if args.into:
+        into(args.into, markdown(results))
     print(markdown(results))
     return 0
+
+
+START, END = "<!-- beat: start -->", "<!-- beat: end -->"
+
+
+def into(path: str, section: str) -> None:
+    """Replace the text between the beat markers of ``path`` (or append it with them)."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    block = f"{START}\n{section.rstrip()}\n{END}"
+    if START in text and END in text:
+        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,10 @@ def from_others(beats: Beats, replica: Replica, after: float) -> bool:
     return any(m.pid != replica.pid and m.at > after for m in beats.messages())
 
 
-def test_a_graceful_stop_hands_over_without_losing_a_tick(beats: Beats) -> None:
+@pytest.mark.parametrize("delivery", ["at-most-once", "at-least-once"])
+def test_a_graceful_stop_hands_over_without_losing_a_tick(beats: Beats, delivery: str) -> None:
+    for replica in beats.replicas:
+        replica.env["GEEH_DELIVERY"] = delivery
     start = started(beats, 2)
     leader = beats.leader(start)
     at = time.time()

@@ -74,6 +74,8 @@ class Standby:
                 log.warning(
                     "campaign for %s failed: %s; trying again", show(self._election.name), err
                 )
+            except Exception:  # a bug must not leave this process a standby forever, silently
+                log.exception("campaign for %s failed; trying again", show(self._election.name))
             await asyncio.sleep(backoff.next_delay())
 
     async def _lead(self, leadership: Leadership) -> None:
