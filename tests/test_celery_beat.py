@@ -61,6 +61,11 @@ def test_settings_come_from_the_conf_then_the_environment(
         ({"geeh_ttl": 0}, "geeh_ttl=0"),
         ({"geeh_delivery": "twice"}, "geeh_delivery='twice'"),
         ({"geeh_after_claim": 3}, "geeh_after_claim must be callable"),
+        ({"geeh_insecure_transport": "maybe"}, "geeh_insecure_transport='maybe'"),
+        (
+            {"geeh_insecure_transport": "true", "geeh_cacert": "/ca.pem"},
+            "geeh_insecure_transport conflicts with geeh_cacert",
+        ),
         ({"geeh_cert": "/nonexistent.pem"}, "geeh_cert needs its key"),
         ({"geeh_cert": "/no.pem", "geeh_key": "/no.pem"}, "from geeh_cert, geeh_key"),
     ],
@@ -68,6 +73,17 @@ def test_settings_come_from_the_conf_then_the_environment(
 def test_bad_settings_are_named(conf: dict[str, object], message: str) -> None:
     with pytest.raises(geeh.InvalidArgument, match=message.replace("(", r"\(")):
         BeatSettings.from_conf(conf)
+
+
+def test_beat_with_a_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "proj.py").write_text('from celery import Celery\napp = Celery("proj")\n')
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), GEEH_TTL="soon")
+    argv = [sys.executable, "-m", "celery", "-A", "proj", "beat", "-S", GEEH_SCHEDULER]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "geeh.celery: geeh_ttl='soon': could not convert string to float: 'soon'"
+    ]
 
 
 # -- the fenced claim ----------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from typing import Any
 
 from celery import beat
 
-from .cli.connection import connection_from
+from .cli.connection import FALSE, TRUE, connection_from
 from .client import Client
 from .completion_queue import ActiveCompletionQueue
 from .election import DEFAULT_TTL
@@ -99,13 +99,21 @@ class BeatSettings:
         endpoints = get("geeh_endpoints")
         if isinstance(endpoints, list | tuple):
             endpoints = ",".join(str(e) for e in endpoints)
+        insecure = get("geeh_insecure_transport")
+        if isinstance(insecure, str):
+            word = insecure.strip().lower()
+            if word not in TRUE + FALSE:
+                raise InvalidArgument(
+                    f"geeh_insecure_transport={insecure!r}: expected true or false"
+                )
+            insecure = word in TRUE
         args = argparse.Namespace(
             endpoints=endpoints,
             tls_cacert=get("geeh_cacert"),
             tls_cert=get("geeh_cert"),
             tls_key=get("geeh_key"),
             tls_server_name=get("geeh_server_name"),
-            insecure_transport=get("geeh_insecure_transport"),
+            insecure_transport=insecure,
             auth_user=get("geeh_user"),
             auth_password=get("geeh_password"),
             auth_password_file=get("geeh_password_file"),
@@ -167,13 +175,14 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
 
     @functools.cached_property
     def settings(self) -> BeatSettings:
-        return BeatSettings.from_conf(self.app.conf)
-
-    def setup_schedule(self) -> None:
+        """The resolved settings; a bad one stops beat with one line naming it."""
         try:
-            settings = self.settings
+            return BeatSettings.from_conf(self.app.conf)
         except InvalidArgument as err:
             raise SystemExit(f"geeh.celery: {err}") from None
+
+    def setup_schedule(self) -> None:
+        settings = self.settings
         super().setup_schedule()
         self._store = ScheduleStore(settings.election)
         self._queue = ActiveCompletionQueue("geeh-beat")
