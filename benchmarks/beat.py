@@ -60,14 +60,16 @@ def _targets(endpoints: Sequence[str]) -> list[tuple[str, int]]:
     return [(e.rsplit(":", 1)[0], int(e.rsplit(":", 1)[1])) for e in endpoints]
 
 
-def run_faults(beats: Beats, ttl: int, settle: float, warmup: float) -> dict[str, Any]:
+def run_faults(
+    beats: Beats, ttl: int, settle: float, warmup: float, rounds: int = 1
+) -> dict[str, Any]:
     """The scenario: a steady start, then each fault of the replica that sends, in turn."""
     beats.start_all()
     wait_for(lambda: len(beats.messages()) >= 3, 60, "the first ticks")
     start = beats.messages()[0].at
     time.sleep(warmup)
     phases: list[dict[str, Any]] = []
-    for fault in FAULTS:
+    for round_, fault in [(r, f) for r in range(rounds) for f in FAULTS]:
         leader = beats.leader(time.time() - 2 * INTERVAL)
         at = time.time()
         victim = _inject(beats, fault, leader, ttl)
@@ -79,6 +81,7 @@ def run_faults(beats: Beats, ttl: int, settle: float, warmup: float) -> dict[str
         ]
         counts = count(beats.messages(), INTERVAL, at - 1.5 * INTERVAL, end)
         phase = {
+            "round": round_,
             "fault": fault,
             **dataclasses.asdict(counts),
             "running_after": beats.running(),
@@ -133,23 +136,23 @@ def _taken(trigger: str, beats: Beats) -> Replica | None:
     return None
 
 
-def run_geeh(ttl: int, settle: float, warmup: float, work: str) -> dict[str, Any]:
+def run_geeh(ttl: int, settle: float, warmup: float, rounds: int, work: str) -> dict[str, Any]:
     with LocalEtcdCluster(3) as cluster:
         env = _env(ttl, work)
         beats = Beats(GEEH_SCHEDULER, 3, _targets(cluster.endpoints), geeh_env, env, work)
         try:
-            return run_faults(beats, ttl, settle, warmup)
+            return run_faults(beats, ttl, settle, warmup, rounds)
         finally:
             beats.close()
 
 
-def run_redbeat(ttl: int, settle: float, warmup: float, work: str) -> dict[str, Any]:
+def run_redbeat(ttl: int, settle: float, warmup: float, rounds: int, work: str) -> dict[str, Any]:
     redis = RedisServer()
     try:
         env = _env(ttl, work)
         beats = Beats(REDBEAT_SCHEDULER, 3, [("127.0.0.1", redis.port)], redis_env, env, work)
         try:
-            return run_faults(beats, ttl, settle, warmup)
+            return run_faults(beats, ttl, settle, warmup, rounds)
         finally:
             beats.close()
     finally:
@@ -179,6 +182,22 @@ def versions() -> dict[str, str]:
     return found
 
 
+def goals(run: dict[str, Any], ttl: int) -> str:
+    """The issue's goals for gee-h, checked on one run (reported for both)."""
+    phases = run["phases"]
+    checks = {
+        "no tick sent twice": all(p["twice"] == 0 for p in phases),
+        "no replica exits unasked": all(not p["crashed"] for p in phases),
+        "a graceful stop loses no tick": all(
+            p["missed"] == 0 for p in phases if p["fault"] == "term"
+        ),
+        f"kill gap <= TTL + interval ({ttl + INTERVAL:g} s)": all(
+            p["longest_gap"] <= ttl + INTERVAL for p in phases if p["fault"] == "kill"
+        ),
+    }
+    return "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks.items())
+
+
 def markdown(results: dict[str, Any]) -> str:
     ttl = results["ttl"]
     lines = [
@@ -189,29 +208,33 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['versions'].get('redis-server', '?')} (celery "
         f"{results['versions'].get('celery', '?')}, celery-redbeat "
         f"{results['versions'].get('celery-redbeat', '?')}). Counted per tick from the "
-        "broker; `python -m benchmarks.beat` (`make bench-beat`).",
+        f"broker; each fault made {results.get('rounds', 1)} time(s), one figure per round; "
+        "`python -m benchmarks.beat` (`make bench-beat`).",
         "",
         "| fault | scheduler | sent twice | missed | longest gap (s) | running after |",
         "|---|---|---|---|---|---|",
     ]
     names = {GEEH_SCHEDULER: "gee-h", REDBEAT_SCHEDULER: "redbeat"}
     runs = results["runs"]
-    for index, fault in enumerate(FAULTS):
+    for fault in FAULTS:
         for run in runs:
-            phase = run["phases"][index]
-            running = f"{phase['running_after']} of {phase['expected_running']}"
+            phases = [p for p in run["phases"] if p["fault"] == fault]
+            twice = " / ".join(str(p["twice"]) for p in phases)
+            missed = " / ".join(str(p["missed"]) for p in phases)
+            gaps = " / ".join(f"{p['longest_gap']:.2f}" for p in phases)
+            running = " / ".join(f"{p['running_after']} of {p['expected_running']}" for p in phases)
             lines.append(
-                f"| {fault} | {names[run['scheduler']]} | {phase['twice']} | {phase['missed']} "
-                f"| {phase['longest_gap']:.2f} | {running} |"
+                f"| {fault} | {names[run['scheduler']]} | {twice} | {missed} | {gaps} | {running} |"
             )
     lines.append("")
     for run in runs:
         total = run["total"]
-        exits = sum(len(codes) for codes in run["exit_codes"].values())
+        crashes = sum(len(p["crashed"]) for p in run["phases"])
         lines.append(
             f"- {names[run['scheduler']]}: {run['seconds']:.0f} s, {total['sent']} ticks sent, "
-            f"{total['twice']} sent twice, {total['missed']} missed; replicas running at the "
-            f"end: {run['running_at_end']}; exits (killed and stopped ones included): {exits}."
+            f"{total['twice']} sent twice, {total['missed']} missed; replicas that exited "
+            f"unasked (restarted after): {crashes}; running at the end: "
+            f"{run['running_at_end']}. Goals: {goals(run, ttl)}."
         )
     lines += [
         "",
@@ -229,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ttl", type=int, default=6, help="TTL and lock timeout (6)")
     parser.add_argument("--settle", type=float, default=None, help="seconds after each fault")
     parser.add_argument("--warmup", type=float, default=20.0, help="steady seconds first")
+    parser.add_argument("--rounds", type=int, default=1, help="times each fault is made (1)")
     parser.add_argument("--only", choices=("geeh", "redbeat"), action="append")
     parser.add_argument("--out", default=RESULTS, help="directory for beat.json and beat.md")
     parser.add_argument(
@@ -242,12 +266,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "geeh": run_geeh,
         "redbeat": run_redbeat,
     }
-    results: dict[str, Any] = {"ttl": args.ttl, "interval": INTERVAL, "versions": versions()}
+    results: dict[str, Any] = {
+        "ttl": args.ttl,
+        "interval": INTERVAL,
+        "rounds": args.rounds,
+        "versions": versions(),
+    }
     results["runs"] = []
     for name in args.only or list(runners):
         work = tempfile.mkdtemp(prefix=f"geeh-beat-{name}-")
         print(f"{name}: logs in {work}", file=sys.stderr)
-        results["runs"].append(runners[name](args.ttl, settle, args.warmup, work))
+        results["runs"].append(runners[name](args.ttl, settle, args.warmup, args.rounds, work))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "beat.json"), "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2)
