@@ -4,6 +4,7 @@ off and paused between its claim and its send. The claim itself is tested on its
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.snippets import PLACEHOLDER, ROOT, parse
@@ -108,6 +110,57 @@ async def test_a_claim_is_fenced_and_guarded(client: geeh.Client, name: str) -> 
     # The state keys are not candidates of the election beside them.
     assert [c.key for c in await client.election(name).candidates()] == [new.key]
     await new.resign()
+
+
+# -- the scheduler in this process, driven as beat drives it ------------------------------------
+
+
+def boom(entry: str) -> None:
+    raise RuntimeError(f"a hook that raises, after claiming {entry}")
+
+
+def test_the_scheduler_claims_each_run_in_etcd_and_resigns_on_close(
+    etcd: EtcdCluster, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from celery import Celery
+
+    from geeh.celery import Scheduler
+
+    sent: list[str] = []
+
+    class Recording(Scheduler):
+        def apply_async(self, entry: Any, producer: Any = None, **options: Any) -> None:
+            sent.append(entry.name)
+
+    app = Celery("t", broker="memory://")
+    app.conf.update(
+        geeh_endpoints=etcd.endpoints,
+        geeh_election=name,
+        geeh_ttl=2,
+        geeh_after_claim=boom,  # raises: logged, and the run is sent all the same
+        beat_schedule={"tick": {"task": "t.tick", "schedule": 0.1}},
+    )
+    scheduler = Recording(app=app)
+    try:
+
+        def three_sent() -> bool:
+            time.sleep(min(scheduler.tick(), 0.1))  # beat's own loop: tick, sleep, tick
+            return len(sent) >= 3
+
+        wait_for(three_sent, 30, "three runs")
+    finally:
+        scheduler.close()
+    assert "a hook that raises" in caplog.text
+    store = ScheduleStore(name)
+
+    async def stored() -> dict[str, EntryState]:
+        async with geeh.Client(etcd.endpoints) as client:
+            return await store.load(client)
+
+    state = asyncio.run(stored())["tick"]
+    assert state.total_run_count == len(sent) and state.token > 0
+    assert etcd.keys(f"{name}/") == []  # resigned on close
+    scheduler.close()  # harmless twice
 
 
 # -- beat processes ------------------------------------------------------------------------------

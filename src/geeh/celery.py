@@ -259,7 +259,10 @@ class Scheduler(beat.Scheduler):  # type: ignore[misc]
             return  # not claimed: another beat leads, or etcd did not answer
         hook = self.settings.after_claim
         if hook is not None and self.settings.delivery == "at-most-once":
-            hook(entry.name)  # a test hook: it may pause us exactly here
+            try:
+                hook(entry.name)  # a test hook: it may pause us exactly here
+            except Exception:
+                log.exception("geeh_after_claim %r raised; ignored", hook)
         leadership = self._standby.current() if self._standby is not None else None
         if leadership is None or leadership.token != token:
             log.warning("beat: deposed before sending %s; not sent", entry.name)
