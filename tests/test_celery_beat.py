@@ -196,7 +196,9 @@ def from_others(beats: Beats, replica: Replica, after: float) -> bool:
     return any(m.pid != replica.pid and m.at > after for m in beats.messages())
 
 
-@pytest.mark.parametrize("delivery", ["at-most-once", "at-least-once"])
+@pytest.mark.parametrize(
+    "delivery", ["at-most-once", pytest.param("at-least-once", marks=pytest.mark.slow)]
+)
 def test_a_graceful_stop_hands_over_without_losing_a_tick(beats: Beats, delivery: str) -> None:
     for replica in beats.replicas:
         replica.env["GEEH_DELIVERY"] = delivery
