@@ -23,6 +23,7 @@ from .errors import ClosedError, GeehError, Timeout
 from .keys import show
 from .leadership import Leadership
 from .net.retry import Backoff
+from .tasks import stop
 
 log = logging.getLogger("geeh.standby")
 
@@ -50,6 +51,7 @@ class Standby:
         self._leadership: Leadership | None = None
         self._elected = threading.Event()
         self._future: concurrent.futures.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the campaign, on the loop
 
     def start(self) -> None:
         """Start campaigning in the background."""
@@ -63,6 +65,7 @@ class Standby:
             log.error("campaign for %s stopped: %r", show(self._election.name), future.exception())
 
     async def _run(self) -> None:
+        self._task = asyncio.current_task()
         backoff = Backoff(base=0.2, cap=2.0)
         while True:
             try:
@@ -93,8 +96,8 @@ class Standby:
         """The leadership while we lead, else None; from any thread but the loop's.
 
         Asked on the loop: reading a leadership polls its session's deadline, which only
-        the loop's thread may act on. A loop that does not answer within ``timeout`` counts
-        as not leading.
+        the loop's thread may act on. A loop that does not answer within CHECK_TIMEOUT
+        counts as not leading.
         """
         try:
             return self._queue.call(self._leading(), timeout=CHECK_TIMEOUT)
@@ -119,10 +122,13 @@ class Standby:
         future, self._future = self._future, None
         if future is None or self._queue.forked:
             return
-        future.cancel()  # the supervisor resigns as it unwinds
-        with contextlib.suppress(concurrent.futures.CancelledError, Exception):
-            self._queue.call(_wait_done(future), timeout)
+        with contextlib.suppress(Exception):
+            self._queue.call(self._stop(future), timeout)
+        future.cancel()  # if the loop did not answer in time: at least no new term
 
-
-async def _wait_done(future: concurrent.futures.Future[None]) -> None:
-    await asyncio.wrap_future(future)
+    async def _stop(self, future: concurrent.futures.Future[None]) -> None:
+        # The supervisor resigns as it unwinds; wait for that, not only for the cancel.
+        if self._task is not None:
+            await stop(self._task, f"campaign for {show(self._election.name)}")
+        else:
+            future.cancel()
