@@ -19,21 +19,15 @@ that run again.
 Settings (``app.conf``), each with an environment fallback; connection settings fall back
 as the ``geeh`` CLI's do (``GEEH_*``, then ``ETCDCTL_*``):
 
-=========================  ==========================  ====================================
-setting                    environment                 meaning
-=========================  ==========================  ====================================
-geeh_endpoints             GEEH_ENDPOINTS              etcd endpoints (str or list)
-geeh_election              GEEH_ELECTION               election name (``celery-beat``)
-geeh_ttl                   GEEH_TTL                    lease TTL in seconds (10)
-geeh_cacert, geeh_cert,    GEEH_CACERT, GEEH_CERT,     TLS files, as ``--cacert`` etc.
-geeh_key, geeh_server_name GEEH_KEY, GEEH_SERVER_NAME
-geeh_insecure_transport    GEEH_INSECURE_TRANSPORT     as ``--insecure-transport``
-geeh_user, geeh_password,  GEEH_USER, GEEH_PASSWORD    etcd credentials
-geeh_password_file
-geeh_delivery              GEEH_DELIVERY               ``at-most-once`` or ``at-least-once``
-geeh_after_claim           \\-                          test hook: ``f(entry_name)`` called
-                                                       between claim and send
-=========================  ==========================  ====================================
+- ``geeh_endpoints`` ($GEEH_ENDPOINTS, $ETCDCTL_ENDPOINTS): etcd endpoints, a list or a
+  comma-separated str (127.0.0.1:2379);
+- ``geeh_election`` ($GEEH_ELECTION): the election's name (``celery-beat``);
+- ``geeh_ttl`` ($GEEH_TTL): the lease TTL in seconds (10);
+- ``geeh_cacert``, ``geeh_cert``, ``geeh_key``, ``geeh_server_name``,
+  ``geeh_insecure_transport``: TLS, as the CLI's ``--cacert`` and friends;
+- ``geeh_user``, ``geeh_password``, ``geeh_password_file``: etcd credentials;
+- ``geeh_delivery`` ($GEEH_DELIVERY): ``at-most-once`` (default) or ``at-least-once``;
+- ``geeh_after_claim``: a test hook, ``f(entry_name)``, called between claim and send.
 """
 
 from __future__ import annotations
