@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench lint docs dist wheel-smoke protos etcd34 clean chaos chaos-short chaos-check
+.PHONY: demo test test-slow bench bench-beat redis-server lint docs dist wheel-smoke protos etcd34 clean chaos chaos-short chaos-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,21 @@ chaos-check: $(STAMP)
 ## bench: benchmarks side by side with etcdctl elect; writes BENCHMARKS.md
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+## bench-beat: Celery beat on gee-h against celery-redbeat (3 replicas each, faults; ~6 min)
+bench-beat: $(STAMP) redis-server
+	$(BIN)/pip install -q -e ".[bench-beat]"
+	$(BIN)/python -m benchmarks.beat
+
+## redis-server: Debian's redis-server, which bench-beat starts on a free port (needs root)
+redis-server:
+	@if ! command -v redis-server >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+		else \
+			echo "bench-beat needs redis-server: sudo apt-get install redis-server" >&2; exit 1; \
+		fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts examples benchmarks docs chaos
