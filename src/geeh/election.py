@@ -242,6 +242,11 @@ class Campaign:
                 gone,
                 watcher,
                 detach=lambda: session.expired.remove_callback(expired),
+                after_term=(
+                    (lambda: None)
+                    if owns_session
+                    else lambda: withdraw.after_term(core, session, key)
+                ),
             )
             core.events.elected(leadership, started)
             return leadership

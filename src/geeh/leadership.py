@@ -80,6 +80,7 @@ class Leadership:
         gone: asyncio.Future[BaseException],
         watcher: asyncio.Task[None],
         detach: Callable[[], None],
+        after_term: Callable[[], None] = lambda: None,
     ) -> None:
         self._core = core
         self.name = name
@@ -93,6 +94,9 @@ class Leadership:
         self._owns_session = owns_session
         self._watcher = watcher
         self._detach = detach
+        # A shared session's key is deleted: a join attempt applied late must not bring it
+        # back (see withdraw.after_term). Called once the delete is confirmed.
+        self._after_term = after_term
         self._resigned = False
         self._written_at = token  # our key's mod revision as we last wrote it: see proclaim
         self._cleanup: asyncio.Task[None] | None = None
@@ -159,6 +163,7 @@ class Leadership:
             try:
                 # One attempt per round, as the session's background revoke.
                 await self._delete_key(self._core.transport.attempt_timeout, IF_UNSENT)
+                self._after_term()
                 return
             except ClosedError:
                 return
@@ -250,6 +255,8 @@ class Leadership:
         self._resigned = True
         if self._owns_session:
             await self.session.close(revoke=False)
+        else:
+            self._after_term()
 
     async def aclose(self) -> None:
         """The client is closing: resign, quietly and within bounds."""
