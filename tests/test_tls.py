@@ -154,7 +154,7 @@ async def test_reauthentication_over_tls(etcd_factory: EtcdFactory, name: str) -
         for _ in range(3):
             # A simple token expires 1 s after its last use: nothing to poll without using it.
             await asyncio.sleep(2.5)
-            await leadership.put(f"{name}/state", "x")
+            await leadership.put(f"{name}-state", "x")
         assert auth.renewals >= start + 3
         assert leadership.is_leader
         await leadership.resign()

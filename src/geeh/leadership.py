@@ -273,7 +273,8 @@ class Leadership:
 
         The write and the fencing guard (our key still created at :attr:`token`) go in one
         Txn: if leadership has moved on, :class:`~geeh.NotLeader` is raised and nothing is
-        written, however late the request reaches etcd.
+        written, however late the request reaches etcd. Keys under the election's own prefix
+        are refused (InvalidArgument): a key there without a lease would block the election.
         """
         return (await self._fenced([kv.put(key, value)])).revision
 
@@ -297,6 +298,7 @@ class Leadership:
         return inner
 
     async def _fenced(self, ops: Sequence[kv.Op]) -> kv.TxnResult:
+        kv.refuse_under(self.name + b"/", ops)
         self._check()
         guard = kv.Compare(owns(self.key, self.token))
         result = await kv.KV(self._core.transport).txn([guard], ops, what="fenced write")
