@@ -124,7 +124,7 @@ class Session:
 
     @classmethod
     async def resume(cls, core: Core, lease: int) -> Session:
-        """Keep alive an existing lease (after a restart): no new grant, same candidate key."""
+        """Keep alive an existing lease (after a restart): no new grant, same candidate key name."""
         if isinstance(lease, bool) or not isinstance(lease, int) or lease <= 0:
             raise InvalidArgument(f"lease must be a positive int lease ID, got {lease!r}")
         sent = now()
