@@ -245,13 +245,13 @@ async def test_a_frozen_holder_of_an_adopted_lease_is_fenced_out(
     """The earlier process is frozen (SIGSTOP), not dead, when its lease is adopted. Its
     token is refused from then on; when it wakes it sees its loss and ends its session,
     which ends the adopter's term too: never two holders of one token."""
-    child = subprocess.Popen(
+    child = subprocess.Popen(  # noqa: ASYNC220 - a plain child process, read in a thread
         [sys.executable, str(CANDIDATE), ",".join(etcd.endpoints), name, "frozen", "10"],
         stdout=subprocess.PIPE,
     )
     try:
         assert child.stdout is not None
-        line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
+        line = await within(asyncio.to_thread(child.stdout.readline), 10, "it to lead")
         _, key, token = line.decode().split()
         lease = int(key.rsplit("/", 1)[1], 16)
         os.kill(child.pid, signal.SIGSTOP)
