@@ -143,7 +143,8 @@ class Leadership:
         )
         self._core.events.leadership_ended(self, reason)
         if reason is not None:
-            log.warning("leadership of %s lost: %s", show(self.name), reason)
+            # INFO: the caller hears of it (lost, LeadershipLost, NotLeader) and may handle it.
+            log.info("leadership of %s lost: %s", show(self.name), reason)
             self._clean_up()
         if self._block is not None and reason is not None:
             self._block.interrupt()

@@ -177,7 +177,7 @@ class Session:
 
     def _expire(self, reason: SessionExpired, *, gone: bool = False) -> None:
         if self.expired.set(reason):
-            log.warning("session %x expired: %s", self.lease, reason)
+            log.info("session %x expired: %s", self.lease, reason)  # its leaderships say so
             self._gone = self._gone or gone
             self._stop_keepalive()
             # etcd may still hold the lease (keepalives delayed on the way renew it): nobody
