@@ -204,6 +204,33 @@ async def test_certificate_problems_are_named(mutual: LocalEtcdCluster, tmp_path
         assert expected in await unavailable_because(mutual.endpoints, tls), tls
 
 
+async def test_a_tls_mistake_is_reported_at_the_first_conclusive_handshake(
+    mutual: LocalEtcdCluster, etcd: EtcdCluster
+) -> None:
+    """Waiting cannot fix a TLS mistake: with a dial timeout of an hour, the connect still
+    fails, named, once every endpoint's handshake has failed (not at the timeout)."""
+    cases = [
+        (mutual.endpoints, None, "serves TLS and this client speaks plaintext"),
+        (mutual.urls, tls_for(mutual, cert=None, key=None), "requires a client certificate"),
+        (etcd.endpoints, tls_for(mutual), "does not serve TLS"),
+    ]
+    for endpoints, tls, expected in cases:
+        client = geeh.Client(endpoints, tls=tls, dial_timeout=3600)
+        with pytest.raises(geeh.EtcdUnavailable) as caught:
+            await within(client.connect(), 60, f"the dial to stop early: {expected}")
+        await client.close()
+        message = str(caught.value)
+        assert expected in message and "within" not in message, message
+
+
+async def test_one_endpoint_with_a_tls_mistake_does_not_stop_the_dial(
+    mutual: LocalEtcdCluster, etcd: EtcdCluster
+) -> None:
+    """Not conclusive while another endpoint may answer: the dial goes on, and connects."""
+    async with geeh.Client([*etcd.endpoints, mutual.urls[0]], tls=tls_for(mutual)) as client:
+        assert await client.election("x").leader() is None
+
+
 @pytest.fixture
 def expired_server(etcd_bin: str | None) -> Iterator[LocalEtcdCluster]:
     """A member that presents a certificate which expired yesterday."""
