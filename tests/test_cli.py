@@ -197,6 +197,13 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture[str])
         assert "GEEH_ENDPOINTS" in out and "--endpoints" in out
 
 
+def test_run_help_names_the_value_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """`geeh run` takes its value as --value V: no VALUE argument it does not have."""
+    assert main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "campaign with --value V" in out and "VALUE" not in out
+
+
 async def test_help_through_python_m_and_the_installed_script(spawn: Spawn) -> None:
     script = os.path.join(os.path.dirname(sys.executable), "geeh")
     for argv in ([*GEEH, "--help"], [script, "run", "--help"]):
