@@ -177,6 +177,17 @@ def test_the_tutorial_and_the_readme_have_samples_that_run() -> None:
     assert any(argv[1:] == ["--help"] for _, argv in COMMANDS)
 
 
+def test_the_tutorial_teaches_the_readmes_idiom_first() -> None:
+    """One idiom first, the same in both: the first asyncio sample runs Election.run."""
+
+    def first_asyncio(path: str) -> Block:
+        return next(b for b in SNIPPETS if b.path == ROOT / path and "asyncio.run(" in b.code)
+
+    for path in ("README.md", "docs/tutorial.md"):
+        code = first_asyncio(path).code
+        assert "election.run(work" in code and ".campaign(" not in code, path
+
+
 def test_markers_and_output_blocks_are_read_as_documented() -> None:
     text = """
 <!-- test: output -->
