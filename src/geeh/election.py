@@ -189,6 +189,7 @@ class Campaign:
         self._lease = lease
         self._cancel_on_loss = cancel_on_loss
         self._leadership: Leadership | None = None
+        self._candidacy: withdraw.Candidacy | None = None  # what our join did, for after_term
 
     def __await__(self) -> Generator[Any, None, Leadership]:
         return self._run().__await__()
@@ -231,6 +232,7 @@ class Campaign:
             if self._lease is not None:
                 await self._retire_earlier_holder(session, key)
             join_revision, token = await self._join(session, key)
+            candidacy = self._candidacy
             watcher = asyncio.get_running_loop().create_task(
                 self._watch_own_key(key, token, join_revision, gone),
                 name=f"geeh-own-key-{session.lease:x}",
@@ -250,7 +252,7 @@ class Campaign:
                 after_term=(
                     (lambda: None)
                     if owns_session
-                    else lambda: withdraw.after_term(core, session, key)
+                    else lambda: withdraw.after_term(core, session, key, candidacy)
                 ),
             )
             core.events.elected(leadership, started)
@@ -299,7 +301,7 @@ class Campaign:
         attempt without an answer is recorded for the withdraw (see withdraw.py).
         """
         transport = self.election._core.transport
-        candidacy = await withdraw.joining(session, key)
+        candidacy = self._candidacy = await withdraw.joining(session, key)
         put = rpc.PutRequest(key=key, value=self.value, lease=session.lease)
         txn = rpc.TxnRequest(
             compare=[owns(key, 0)],

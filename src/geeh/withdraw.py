@@ -113,15 +113,17 @@ async def withdraw(core: Core, session: Session, key: bytes) -> None:
     _guard(core, session, key, candidacy, revision)
 
 
-def after_term(core: Core, session: Session, key: bytes) -> None:
+def after_term(core: Core, session: Session, key: bytes, candidacy: Candidacy | None) -> None:
     """A leadership of shared ``session`` ended (resign or loss) and its key was deleted.
 
-    If a join attempt of its campaign went unanswered, it may still be applied and create the
-    key again on the live lease, where it would lead with no one behind it: give the key the
-    guard a withdrawn campaign gets (delete, watch, delete again).
+    If a join attempt of its campaign (``candidacy``) went unanswered, it may still be applied
+    and create the key again on the live lease, where it would lead with no one behind it:
+    give the key the guard a withdrawn campaign gets (delete, watch, delete again). Not if a
+    newer campaign of the session has taken the key over since: the key is its own.
     """
-    candidacy = _candidacies.get(session, {}).get(key)
-    if candidacy is None or not candidacy.joining or not candidacy.uncertain:
+    if candidacy is None or _candidacies.get(session, {}).get(key) is not candidacy:
+        return
+    if not candidacy.joining or not candidacy.uncertain:
         return
     candidacy.joining = False
     _guard(core, session, key, candidacy, None)
