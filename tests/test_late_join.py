@@ -83,3 +83,39 @@ async def test_a_join_applied_after_the_term_is_deleted_again(
     await eventually(lambda: key not in fake.state(), what="the recreated key to be deleted")
     assert session.alive
     await session.close()
+
+
+def deletes(request: Any) -> bool:
+    return any(op.HasField("request_delete_range") for op in request.success)
+
+
+async def test_a_newer_campaign_that_took_the_key_over_keeps_it(
+    fake: FakeEtcd, client: geeh.Client
+) -> None:
+    """The ended term's clean-up is held up; meanwhile a new campaign of the same session
+    joins with the same key (its own first attempt unanswered too) and wins. When the old
+    clean-up ends, the guard is not started on the new campaign's key."""
+    session = await client.session(ttl=30)
+    fake.fail(TXN.path, grpc.StatusCode.DEADLINE_EXCEEDED, "answer lost", match=joins)
+    election = client.election(NAME)
+    first = await within(election.campaign(b"v", session=session), 5, "the first term")
+    held = fake.fail(TXN.path, grpc.StatusCode.UNAVAILABLE, "down", times=None, match=deletes)
+    watch = fake.watch_on(first.key)
+    assert watch is not None
+    fake.push(watch, fake.delete(first.key))  # a loss: the clean-up's delete now fails
+    await within(first.lost.wait(), 5, "the loss")
+    await eventually(lambda: held.hits > 0, what="the clean-up to try its delete")
+
+    fake.fail(TXN.path, grpc.StatusCode.DEADLINE_EXCEEDED, "answer lost", match=joins)
+    second = await within(election.campaign(b"v", session=session), 5, "the second term")
+    assert second.key == first.key and second.token > first.token
+    fake.faults.remove(held)  # the old clean-up's delete goes through (and finds nothing)
+
+    def quiet() -> bool:
+        return len(client.core.tasks) == 0
+
+    await eventually(quiet, what="the old term's clean-up to end, starting nothing")
+    assert fake.state()[second.key].create_revision == second.token
+    assert second.is_leader
+    await second.resign()
+    await session.close()
