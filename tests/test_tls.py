@@ -16,6 +16,7 @@ import pytest
 from support.wait import within
 
 import geeh
+from geeh.net import diagnose
 from geeh.testing import CertificateAuthority, EtcdCluster, EtcdFactory, LocalEtcdCluster
 
 DIAL = 1.5
@@ -224,9 +225,10 @@ async def test_a_tls_mistake_is_reported_at_the_first_conclusive_handshake(
 
 
 async def test_one_endpoint_with_a_tls_mistake_does_not_stop_the_dial(
-    mutual: LocalEtcdCluster, etcd: EtcdCluster
+    mutual: LocalEtcdCluster, etcd: EtcdCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not conclusive while another endpoint may answer: the dial goes on, and connects."""
+    monkeypatch.setattr(diagnose, "PROBE_AFTER", 0)  # probe every dial, however quick
     async with geeh.Client([*etcd.endpoints, mutual.urls[0]], tls=tls_for(mutual)) as client:
         assert await client.election("x").leader() is None
 
