@@ -16,7 +16,10 @@ from geeh.testing import LocalEtcdCluster, TcpProxy, free_port
     [
         (42, "endpoints must be a string or a sequence"),
         ("localhost", "not of the form host:port"),
-        ("127.0.0.1:99999", "not of the form host:port"),
+        ("127.0.0.1:99999", r"port 99999 is out of range \(1-65535\)"),
+        (["etcd:99999"], r"'etcd:99999': port 99999 is out of range"),
+        ("etcd:0", "port 0 is out of range"),
+        ("etcd:http", "not of the form host:port"),
         ([], "no etcd endpoint given"),
         ("https://127.0.0.1:2379,http://127.0.0.1:2380", "endpoints mix TLS and plaintext"),
     ],

@@ -219,3 +219,44 @@ async def test_candidates_with_a_member_down(three: LocalEtcdCluster, name: str)
         finally:
             b.cancel()
             await asyncio.gather(b, return_exceptions=True)
+
+
+async def test_a_key_without_a_lease_is_flagged_as_blocking(
+    etcd: LocalEtcdCluster, name: str
+) -> None:
+    """A plain put under the prefix (what `geeh put --fenced` now refuses) leads forever:
+    `geeh candidates` and `geeh leader` flag it instead of showing it as a candidate."""
+    endpoints = ["--endpoints", etcd.endpoints[0]]
+    flag = "not a candidate: blocks this election"
+    async with geeh.Client(etcd.endpoints) as client:
+        leadership = await client.election(name).campaign(b"real", ttl=5)
+        argv = ["put", "--fenced", "--leader-key", leadership.key.decode()]
+        argv += ["--token", str(leadership.token), f"{name}/state", "v", *endpoints]
+        status, out, err = await run_geeh(*argv)
+        assert (status, out) == (2, "")
+        assert err.count("\n") == 1 and f"{name}/state" in err and "blocks the election" in err
+        assert await client.get(f"{name}/state") is None
+        await leadership.resign()
+
+        await client.put(f"{name}/state", b"stray")
+        election = client.election(name)
+        waiting = asyncio.ensure_future(election.campaign(b"behind", ttl=5))
+
+        async def two() -> bool:
+            return len(await election.candidates(ttl=False)) == 2
+
+        await eventually(two, what="a candidate behind the stray key")
+        status, out, err = await run_geeh("candidates", name, *endpoints)
+        assert (status, err) == (0, "")
+        stray, behind = out.splitlines()[1:]
+        assert stray.split()[:2] == ["0", f"{name}/state"] and stray.endswith(f"({flag})")
+        assert behind.split()[0] == "1" and flag not in behind
+        status, out, err = await run_geeh("candidates", name, "--json", *endpoints)
+        records = json.loads(out)["candidates"]
+        assert [(r["lease"] == 0, r["note"]) for r in records] == [(True, flag), (False, None)]
+
+        status, out, err = await run_geeh("leader", name, *endpoints)
+        assert status == 0 and out.splitlines()[:2] == [f"{name}/state", "stray"]
+        assert err == f"geeh leader: {name}/state has no lease: {flag}\n"
+        await client.delete(f"{name}/state")
+        await (await within(waiting, 5, "the candidate behind to win")).resign()

@@ -7,10 +7,12 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -193,6 +195,13 @@ def test_help_of_every_command(command: str, capsys: pytest.CaptureFixture[str])
     assert "exit status:" in out
     if command not in ("demo", "etcd"):  # the commands that talk to an etcd of the user's
         assert "GEEH_ENDPOINTS" in out and "--endpoints" in out
+
+
+def test_run_help_names_the_value_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """`geeh run` takes its value as --value V: no VALUE argument it does not have."""
+    assert main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "campaign with --value V" in out and "VALUE" not in out
 
 
 async def test_help_through_python_m_and_the_installed_script(spawn: Spawn) -> None:
@@ -547,18 +556,31 @@ async def test_etcd_keeps_data_dir_when_given(tmp_path: os.PathLike[str], spawn:
     assert await asyncio.to_thread(os.path.isdir, os.path.join(tmp_path, "m0.etcd"))
 
 
-async def test_etcd_tls_prints_what_to_export(spawn: Spawn) -> None:
-    """`geeh etcd --tls`: https endpoints, then the certificates to export; they connect."""
+async def test_etcd_tls_prints_what_to_export(spawn: Spawn, etcdctl_path: str) -> None:
+    """`geeh etcd --tls`: https endpoints, then one line to paste, with the endpoints and the
+    certificates for geeh and for etcdctl, as the README shows it; both tools connect."""
     served = await spawn(*GEEH, "etcd", "--tls")
     urls = (await served.line("endpoints", timeout=30)).decode().strip()
     assert urls.startswith("https://127.0.0.1:")
-    exports = (await served.line("export line", timeout=5)).decode().split()
+    exports = shlex.split((await served.line("export line", timeout=5)).decode())
     assert exports[0] == "export"
-    files = dict(item.split("=", 1) for item in exports[1:])
-    assert sorted(files) == ["GEEH_CACERT", "GEEH_CERT", "GEEH_KEY"]
-    tls = geeh.TLS(ca=files["GEEH_CACERT"], cert=files["GEEH_CERT"], key=files["GEEH_KEY"])
+    env = dict(item.split("=", 1) for item in exports[1:])
+    names = ["ENDPOINTS", "CACERT", "CERT", "KEY"]
+    assert list(env) == [f"{tool}_{n}" for tool in ("GEEH", "ETCDCTL") for n in names]
+    assert env["GEEH_ENDPOINTS"] == env["ETCDCTL_ENDPOINTS"] == urls
+    assert all(env[f"GEEH_{n}"] == env[f"ETCDCTL_{n}"] for n in names)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    [shown] = [line for line in readme.splitlines() if line.startswith("export GEEH_ENDPOINTS=h")]
+    assert [item.split("=")[0] for item in shown.split()] == [e.split("=")[0] for e in exports]
+
+    leader = await spawn(*GEEH, "leader", "x", env=clean_env(**env))
+    assert await leader.wait() == 1, await leader.stderr()  # connected: no leader
+    put = await spawn(etcdctl_path, "put", "x-from-etcdctl", "v", env=clean_env(**env))
+    assert await put.wait() == 0, await put.stderr()
+    tls = geeh.TLS(ca=env["GEEH_CACERT"], cert=env["GEEH_CERT"], key=env["GEEH_KEY"])
     async with geeh.Client(urls, tls=tls) as client:
         assert await client.election("x").leader() is None
+        assert await client.get("x-from-etcdctl") is not None
     assert await served.interrupt() == 0
 
 

@@ -177,6 +177,17 @@ def test_the_tutorial_and_the_readme_have_samples_that_run() -> None:
     assert any(argv[1:] == ["--help"] for _, argv in COMMANDS)
 
 
+def test_the_tutorial_teaches_the_readmes_idiom_first() -> None:
+    """One idiom first, the same in both: the first asyncio sample runs Election.run."""
+
+    def first_asyncio(path: str) -> Block:
+        return next(b for b in SNIPPETS if b.path == ROOT / path and "asyncio.run(" in b.code)
+
+    for path in ("README.md", "docs/tutorial.md"):
+        code = first_asyncio(path).code
+        assert "election.run(work" in code and ".campaign(" not in code, path
+
+
 def test_markers_and_output_blocks_are_read_as_documented() -> None:
     text = """
 <!-- test: output -->
@@ -309,3 +320,24 @@ def test_every_export_is_on_the_api_page() -> None:
         re.findall(r"^\.\. auto(?:class|function|exception|module):: geeh\.(\w+)", page, re.M)
     )
     assert set(geeh.__all__) - {"__version__"} - listed == set()
+
+
+def test_the_cli_reference_has_an_anchor_per_command_and_option() -> None:
+    """docs/reference/cli.md is rendered with a link target for each command and each of its
+    arguments (geeh-elect, geeh-elect-ttl), made once each."""
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    try:
+        geeh_cli = importlib.import_module("geeh_cli")
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "_ext"))
+    parser = build_parser()
+    every = geeh_cli.anchors(parser)
+    assert len(every) == len(set(every))
+    expected = {"geeh", "geeh-endpoints", "geeh-elect", "geeh-elect-ttl", "geeh-elect-name"}
+    expected |= {"geeh-run-value", "geeh-run-grace", "geeh-candidates-watch", "geeh-put-fenced"}
+    assert expected <= set(every)
+    for name, sub in geeh_cli.subcommands(parser):
+        for title, actions in geeh_cli.groups(sub):
+            if title != geeh_cli.SHARED_GROUP:
+                for action in actions:
+                    assert geeh_cli.anchor_name(f"geeh {name}", action) in every

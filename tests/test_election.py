@@ -15,6 +15,7 @@ from support.kv import delete, joined, keys, revoke
 from support.wait import within
 
 import geeh
+from geeh import kv
 from geeh.session import now
 from geeh.testing import LocalEtcdCluster
 
@@ -202,7 +203,7 @@ async def test_frozen_etcd_loses_leadership_by_the_local_deadline(
             reason = await within(leadership.lost.wait(), 10, "local deadline")
             assert etcd.is_stopped(0), "the loss came only once etcd was back"
             assert now() >= leadership.session.deadline
-            assert isinstance(reason, geeh.SessionExpired)
+            assert isinstance(reason, geeh.ElectionError)  # key or lease gone, as it happens
         finally:
             etcd.resume(0)
 
@@ -223,13 +224,57 @@ async def test_resign_that_failed_can_be_retried(etcd: LocalEtcdCluster, name: s
 
 
 async def test_campaign_resumes_an_existing_lease(client: geeh.Client, name: str) -> None:
-    """After a restart, the same lease adopts the same key: no second candidate."""
+    """After a restart, the same lease is kept alive and its key made again with a new
+    token: no second candidate, and the earlier holder's token no longer fences."""
     election = client.election(name)
     first = await election.campaign(b"v1", session=await client.session(ttl=10))
     resumed = await election.campaign(b"v2", lease=first.lease)
-    assert (resumed.key, resumed.token) == (first.key, first.token)
+    assert resumed.key == first.key and resumed.token > first.token
+    assert await keys(client, name) == [resumed.key]
     assert (await election.leader()).value == b"v2"  # type: ignore[union-attr]
+    await within(first.lost.wait(), 5, "the earlier holder to see its key go")
+    with pytest.raises(geeh.NotLeader):
+        await first._fenced([kv.put(f"{name}-data", b"from the earlier holder")])
+    await resumed.put(f"{name}-data", b"from the adopter")
     await resumed.resign()
+
+
+async def test_a_frozen_holder_of_an_adopted_lease_is_fenced_out(
+    etcd: LocalEtcdCluster, name: str
+) -> None:
+    """The earlier process is frozen (SIGSTOP), not dead, when its lease is adopted. Its
+    token is refused from then on; when it wakes it sees its loss and ends its session,
+    which ends the adopter's term too: never two holders of one token."""
+    child = subprocess.Popen(  # noqa: ASYNC220 - a plain child process, read in a thread
+        [sys.executable, str(CANDIDATE), ",".join(etcd.endpoints), name, "frozen", "10"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        line = await within(asyncio.to_thread(child.stdout.readline), 10, "it to lead")
+        _, key, token = line.decode().split()
+        lease = int(key.rsplit("/", 1)[1], 16)
+        os.kill(child.pid, signal.SIGSTOP)
+        async with geeh.Client(etcd.endpoints) as client:
+            adopted = await client.election(name).campaign(b"adopter", lease=lease)
+            assert adopted.key.decode() == key and adopted.token > int(token)
+            stale = [kv.create_revision(key) == int(token)]
+            written = await client.txn(stale, [kv.put(f"{name}-data", b"frozen")])
+            assert not written.succeeded, "the frozen holder's token still fences"
+            os.kill(child.pid, signal.SIGCONT)
+            assert (
+                await within(
+                    asyncio.get_running_loop().run_in_executor(None, child.wait), 10, "it to exit"
+                )
+                == 0
+            )
+            reason = await within(adopted.lost.wait(), 10, "the shared lease to end")
+            assert isinstance(reason, geeh.ElectionError)  # key or lease gone, as it happens
+            assert await client.get(f"{name}-data") is None
+    finally:
+        if child.poll() is None:
+            child.kill()  # SIGKILL ends a stopped process too
+        child.wait()
 
 
 async def test_lease_that_is_gone_cannot_be_resumed(client: geeh.Client, name: str) -> None:

@@ -186,8 +186,7 @@ def user_pytest(
     """pytest as a user runs it: no project config, the plugin loaded from its entry point,
     warnings are errors."""
     ini = tmp_path / "pytest.ini"
-    lines = ["asyncio_default_fixture_loop_scope = function", "filterwarnings = error"]
-    ini.write_text("\n".join(["[pytest]", *lines, *settings]) + "\n")
+    ini.write_text("\n".join(["[pytest]", "filterwarnings = error", *settings]) + "\n")
     args = ["-c", str(ini), f"--rootdir={tmp_path}", "-p", "no:cacheprovider", "-q"]
     return subprocess.run(
         [sys.executable, "-m", "pytest", *args, str(test_file)],
@@ -200,7 +199,9 @@ def user_pytest(
 
 
 def test_my_service_example_passes_with_the_plugin_alone(tmp_path: Path) -> None:
-    out = user_pytest(tmp_path, EXAMPLES / "test_my_service.py")
+    out = user_pytest(
+        tmp_path, EXAMPLES / "test_my_service.py", "asyncio_default_fixture_loop_scope = function"
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "3 passed" in out.stdout
 
@@ -217,6 +218,12 @@ def test_the_testing_howto_runs_as_written(tmp_path: Path) -> None:
     tests = re.findall(r"^(?:async )?def (test_\w+)", module, re.M)
     assert len(tests) >= 7, tests
     (tmp_path / "test_howto_testing.py").write_text(module)
-    out = user_pytest(tmp_path, tmp_path / "test_howto_testing.py", "asyncio_mode = auto")
+    # The page's own pytest settings, as a user would copy them: a deprecation warning they
+    # cause fails the run (warnings are errors).
+    [config] = re.findall(
+        r"^```toml\n\[tool\.pytest\.ini_options\]\n(asyncio.*?)^```", page, re.M | re.S
+    )
+    settings = [line.split("#")[0].replace('"', "").strip() for line in config.splitlines()]
+    out = user_pytest(tmp_path, tmp_path / "test_howto_testing.py", *settings)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{len(tests)} passed" in out.stdout, out.stdout

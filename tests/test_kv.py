@@ -88,3 +88,32 @@ async def test_the_guard_holds_even_before_the_loss_is_seen(
             await leadership._fenced([kv.put(data, b"stale")])
         assert await b.get(data) is None
         await winner.resign()
+
+
+async def test_fenced_writes_refuse_keys_under_their_own_election(
+    client: geeh.Client, name: str
+) -> None:
+    """A key with no lease under the election's prefix would lead it forever: refused, with
+    one line saying why, and nothing written. Keys beside the prefix are fine."""
+    inside = f"{name}/state"
+    writes = {
+        "put": lambda leadership: leadership.put(inside, b"v"),
+        "delete": lambda leadership: leadership.delete(inside),
+        "delete a range over it": lambda leadership: leadership.delete(name, prefix=True),
+        "txn": lambda leadership: leadership.txn([], [kv.put(inside, b"v")]),
+        "nested txn": lambda leadership: leadership.txn(
+            [], [], [kv.txn([], [kv.get(inside)], [kv.put(inside, b"v")])]
+        ),
+    }
+    async with client.election(name).campaign(b"a", ttl=5) as leadership:
+        for what, write in writes.items():
+            with pytest.raises(geeh.InvalidArgument) as refused:
+                await write(leadership)
+            message = str(refused.value)
+            assert "\n" not in message and f"{name}/" in message, what
+            assert "blocks the election" in message, what
+        assert await client.get(inside) is None
+        await leadership.put(f"{name}-state", b"beside")
+        await leadership.txn([], [kv.get(inside)])  # reading is harmless
+        assert leadership.is_leader
+    assert await client.election(name).leader() is None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -304,3 +306,52 @@ async def test_cancel_on_loss_false_keeps_the_block_running(client: geeh.Client,
         reason = await within(leadership.lost.wait(), 5, "the loss")
         await asyncio.sleep(0.05)  # still running after the loss: nothing cancels it
         assert isinstance(reason, geeh.CandidateRemoved)
+
+
+QUIET_LOSS = """
+import asyncio, sys
+import geeh
+
+async def main() -> None:
+    async with geeh.Client(sys.argv[1].split(",")) as client:
+        try:
+            async with client.election(sys.argv[2]).campaign(b"me", ttl=5) as leadership:
+                await leadership.session.revoke()  # lost behind the block's back
+                await asyncio.Event().wait()
+        except geeh.LeadershipLost:
+            print("handled")
+
+asyncio.run(main())
+"""
+
+
+async def test_a_handled_loss_prints_nothing_without_logging_configured(
+    etcd: LocalEtcdCluster, name: str
+) -> None:
+    """A library is quiet: with no logging configured, a loss the user handled writes
+    nothing on stderr (no last-resort WARNING line)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        QUIET_LOSS,
+        ",".join(etcd.endpoints),
+        name,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await within(process.communicate(), 30, "the snippet to finish")
+    assert (process.returncode, out, err) == (0, b"handled\n", b"")
+
+
+async def test_a_handled_loss_is_not_a_warning(
+    client: geeh.Client, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller hears of a loss (LeadershipLost here): the log says it at INFO."""
+    caplog.set_level(logging.INFO, logger="geeh")
+    with pytest.raises(geeh.LeadershipLost):
+        async with client.election(name).campaign(b"me", ttl=5) as leadership:
+            await leadership.session.revoke()
+            await asyncio.Event().wait()
+    lost = [r for r in caplog.records if "lost" in r.getMessage()]
+    assert lost and all(r.levelno == logging.INFO for r in lost)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support.kv import joined, keys, left
+from support.kv import delete, joined, keys, left
 from support.script import Script, deletes, puts
 from support.wait import eventually, within
 
@@ -149,6 +149,70 @@ async def test_a_join_applied_late_through_a_slow_link(etcd: LocalEtcdCluster, n
             assert seen == ["PUT", "DELETE", "PUT", "DELETE"]
             events.cancel()
             await leader.resign()
+            assert await checker.election(name).leader() is None
+            slow.pass_through()
+            await session.close()
+
+
+@pytest.mark.parametrize("end", ["resign", "loss"])
+async def test_a_join_applied_after_the_term_ended_is_deleted_again(
+    etcd: LocalEtcdCluster, name: str, end: str
+) -> None:
+    """Shared session: the first join attempt's answer is lost, the resent one wins. The
+    leadership ends (resign, or a loss: its key deleted); only then does etcd apply the first
+    attempt, which creates the key again on the live lease. It must not stay and lead."""
+    async with geeh.Client(etcd.endpoints) as client, geeh.Client(etcd.endpoints) as checker:
+        session = await client.session(ttl=30)
+        script = Script(client)
+        script.add(TXN.path, puts(b"first"), "hold")
+        leadership = await client.election(name).campaign(b"first", session=session)
+        if end == "resign":
+            await leadership.resign()
+        else:
+            await delete(checker, leadership.key)
+            await within(leadership.lost.wait(), 5, "the loss to be seen")
+        await left(checker, name, 0)
+        [late] = script.held
+        applied = await checker.core.transport.call(TXN, late)
+        assert applied.succeeded, "the late join created the key again"
+        await left(checker, name, 0)
+        other = await within(
+            checker.election(name).campaign(b"other", ttl=5), 5, "another candidate to win"
+        )
+        await other.resign()
+        assert session.alive
+        await session.close()
+        await eventually(lambda: no_tasks(client), what="the late-join watch to end")
+
+
+async def test_a_join_applied_late_after_a_resign_through_a_slow_link(
+    etcd: LocalEtcdCluster, name: str
+) -> None:
+    """Over the network: the first join attempt reaches the member behind a slow link only
+    after the resent one won through the other link and the leader resigned."""
+    host, port = etcd.endpoints[0].rsplit(":", 1)
+    with TcpProxy(host, int(port)) as slow, TcpProxy(host, int(port)) as fast:
+        async with (
+            geeh.Client(
+                [slow.endpoint, fast.endpoint], discover=False, attempt_timeout=0.5
+            ) as client,
+            geeh.Client(etcd.endpoints) as checker,
+        ):
+            session = await client.session(ttl=30)
+            key = f"{name}/{session.lease:x}".encode()
+            now = await checker.core.transport.call(RANGE, rpc_pb2.RangeRequest(key=key))
+            events = checker.core.watches.watch(key, start_revision=now.header.revision + 1)
+            slow.delay(2.0)
+            leadership = await client.election(name).campaign(b"first", session=session)
+            assert client.core.transport.endpoint == fast.endpoint
+            await leadership.resign()
+            seen: list[str] = []
+            while len(seen) < 4:
+                batch = await within(events.next(), 10, f"event {len(seen) + 1} on our key")
+                seen += ["DELETE" if e.type == e.DELETE else "PUT" for e in batch.events]
+            # join (resent), resign, the first join applied late, deleted again
+            assert seen == ["PUT", "DELETE", "PUT", "DELETE"]
+            events.cancel()
             assert await checker.election(name).leader() is None
             slow.pass_through()
             await session.close()

@@ -16,6 +16,7 @@ import pytest
 from support.wait import within
 
 import geeh
+from geeh.net import diagnose
 from geeh.testing import CertificateAuthority, EtcdCluster, EtcdFactory, LocalEtcdCluster
 
 DIAL = 1.5
@@ -154,7 +155,7 @@ async def test_reauthentication_over_tls(etcd_factory: EtcdFactory, name: str) -
         for _ in range(3):
             # A simple token expires 1 s after its last use: nothing to poll without using it.
             await asyncio.sleep(2.5)
-            await leadership.put(f"{name}/state", "x")
+            await leadership.put(f"{name}-state", "x")
         assert auth.renewals >= start + 3
         assert leadership.is_leader
         await leadership.resign()
@@ -202,6 +203,34 @@ async def test_certificate_problems_are_named(mutual: LocalEtcdCluster, tmp_path
     ]
     for tls, expected in cases:
         assert expected in await unavailable_because(mutual.endpoints, tls), tls
+
+
+async def test_a_tls_mistake_is_reported_at_the_first_conclusive_handshake(
+    mutual: LocalEtcdCluster, etcd: EtcdCluster
+) -> None:
+    """Waiting cannot fix a TLS mistake: with a dial timeout of an hour, the connect still
+    fails, named, once every endpoint's handshake has failed (not at the timeout)."""
+    cases = [
+        (mutual.endpoints, None, "serves TLS and this client speaks plaintext"),
+        (mutual.urls, tls_for(mutual, cert=None, key=None), "requires a client certificate"),
+        (etcd.endpoints, tls_for(mutual), "does not serve TLS"),
+    ]
+    for endpoints, tls, expected in cases:
+        client = geeh.Client(endpoints, tls=tls, dial_timeout=3600)
+        with pytest.raises(geeh.EtcdUnavailable) as caught:
+            await within(client.connect(), 60, f"the dial to stop early: {expected}")
+        await client.close()
+        message = str(caught.value)
+        assert expected in message and "within" not in message, message
+
+
+async def test_one_endpoint_with_a_tls_mistake_does_not_stop_the_dial(
+    mutual: LocalEtcdCluster, etcd: EtcdCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not conclusive while another endpoint may answer: the dial goes on, and connects."""
+    monkeypatch.setattr(diagnose, "PROBE_AFTER", 0)  # probe every dial, however quick
+    async with geeh.Client([*etcd.endpoints, mutual.urls[0]], tls=tls_for(mutual)) as client:
+        assert await client.election("x").leader() is None
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
 """
 
+import logging
+
 from . import _grpc_setup, fork, kv  # noqa: F401 - first: gRPC settings before it loads
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
 from .candidates import Candidate
@@ -41,6 +43,10 @@ from .observe import Observation
 from .session import Session
 
 __version__ = "0.1.0"
+
+# A library is quiet: with no logging configured, nothing reaches stderr (not even through
+# Python's last-resort handler). Configure logging to see gee-h's records.
+logging.getLogger("geeh").addHandler(logging.NullHandler())
 
 __all__ = [
     "TLS",

@@ -13,7 +13,7 @@ from .errors import EtcdError, EtcdUnavailable, InvalidArgument
 from .kv import KV, Compare, KeyValue, Op, TxnResult
 from .listeners import Events, Listener
 from .net.auth import Authenticator
-from .net.diagnose import explain
+from .net.diagnose import Unreachable, dial
 from .net.endpoints import parse_endpoints
 from .net.failover import Transport
 from .net.retry import COMPACT, RANGE, STATUS
@@ -107,17 +107,22 @@ class Client:
         if self._connected:
             return
         transport = self._core.transport
-        try:
+
+        async def answers() -> None:
             await transport.authenticate()
             if self._discover:
                 await transport.discover(timeout=self.dial_timeout)
             else:
                 await transport.call(STATUS, rpc.StatusRequest(), timeout=self.dial_timeout)
-        except EtcdUnavailable as err:
-            reason = await explain(self.endpoints, transport.tls, min(self.dial_timeout, 2.0))
+
+        probe_timeout = min(self.dial_timeout, 2.0)
+        try:
+            await dial(answers(), self.endpoints, transport.tls, probe_timeout)
+        except Unreachable as err:
+            within = "" if err.early else f" within {self.dial_timeout:g}s"
             raise EtcdUnavailable(
-                f"cannot reach etcd at {', '.join(self.endpoints)} within "
-                f"{self.dial_timeout:g}s: {reason or 'is it running?'}",
+                f"cannot reach etcd at {', '.join(self.endpoints)}{within}: "
+                f"{err.reason or 'is it running?'}",
                 code=err.code,
             ) from None
         self._connected = True

@@ -110,7 +110,10 @@ class Election:
         :class:`~geeh.LeadershipLost` (``cancel_on_loss=False``: it runs on). By default a new
         session (lease of ``ttl`` seconds, 10 if not given) is made for the campaign and
         revoked when it ends; pass ``session`` to share one, or ``lease`` to resume an
-        existing lease (after a restart: the same key is adopted, no new grant).
+        existing lease (after a restart: no new grant, the same key name). Adopting a lease
+        deletes the key an earlier process left on it and joins again with a new token, so
+        that a frozen earlier holder, should it wake, is fenced out (its place in line is
+        given up).
         """
         return Campaign(
             self, value, ttl=ttl, session=session, lease=lease, cancel_on_loss=cancel_on_loss
@@ -190,6 +193,7 @@ class Campaign:
         self._lease = lease
         self._cancel_on_loss = cancel_on_loss
         self._leadership: Leadership | None = None
+        self._candidacy: withdraw.Candidacy | None = None  # what our join did, for after_term
 
     def __await__(self) -> Generator[Any, None, Leadership]:
         return self._run().__await__()
@@ -229,7 +233,10 @@ class Campaign:
         try:
             session.check()
             session.expired.add_callback(expired)
+            if self._lease is not None:
+                await self._retire_earlier_holder(session, key)
             join_revision, token = await self._join(session, key)
+            candidacy = self._candidacy
             watcher = asyncio.get_running_loop().create_task(
                 self._watch_own_key(key, token, join_revision, gone),
                 name=f"geeh-own-key-{session.lease:x}",
@@ -246,6 +253,11 @@ class Campaign:
                 gone,
                 watcher,
                 detach=lambda: session.expired.remove_callback(expired),
+                after_term=(
+                    (lambda: None)
+                    if owns_session
+                    else lambda: withdraw.after_term(core, session, key, candidacy)
+                ),
             )
             core.events.elected(leadership, started)
             return leadership
@@ -256,6 +268,34 @@ class Campaign:
             )
             raise
 
+    async def _retire_earlier_holder(self, session: Session, key: bytes) -> None:
+        """Adopting a lease: delete the key an earlier process made on it, so that we join
+        with a new token.
+
+        The earlier holder may be frozen rather than dead; with the same key and token, it
+        could not be told from us once it woke. Its key deleted, its fenced writes fail, its
+        watch reports the loss, and systems that keep the largest token refuse its old one.
+        The price: the adopted key's place in line is given up.
+        """
+        transport = self.election._core.transport
+        response = await transport.call(RANGE, rpc.RangeRequest(key=key), what="adopt lease")
+        if not response.kvs or response.kvs[0].lease != session.lease:
+            return
+        earlier = response.kvs[0].create_revision
+        txn = rpc.TxnRequest(
+            compare=[owns(key, earlier)],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+        )
+        # Guarded by its create revision: a late apply never deletes the key we make next.
+        await transport.call(TXN, txn, retry=SAFE, what="adopt lease")
+        log.info(
+            "adopting lease %x: deleted the earlier holder's key %s (token %d); joining with a "
+            "new token",
+            session.lease,
+            show(key),
+            earlier,
+        )
+
     async def _join(self, session: Session, key: bytes) -> tuple[int, int]:
         """Create our key, or adopt it if it exists (a retry, or a resumed lease).
 
@@ -265,7 +305,7 @@ class Campaign:
         attempt without an answer is recorded for the withdraw (see withdraw.py).
         """
         transport = self.election._core.transport
-        candidacy = await withdraw.joining(session, key)
+        candidacy = self._candidacy = await withdraw.joining(session, key)
         put = rpc.PutRequest(key=key, value=self.value, lease=session.lease)
         txn = rpc.TxnRequest(
             compare=[owns(key, 0)],

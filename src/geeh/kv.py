@@ -27,7 +27,7 @@ from typing import Any
 from ._proto import kv_pb2
 from ._proto import rpc_pb2 as rpc
 from .errors import InvalidArgument
-from .keys import prefix_end, to_bytes
+from .keys import prefix_end, show, to_bytes
 from .net.failover import Transport
 from .net.retry import DELETE, PUT, RANGE, TXN
 
@@ -193,6 +193,46 @@ def txn_request(
         success=[o.pb for o in success],
         failure=[o.pb for o in failure],
     )
+
+
+def refuse_under(prefix: bytes, ops: Sequence[Op]) -> None:
+    """Raise InvalidArgument if an op writes or deletes a key under an election's ``prefix``.
+
+    A key there with no lease is, to the election recipe, the oldest candidate: it would
+    lead forever and block the election, so a leader's fenced write must go elsewhere.
+    """
+    for op in ops:
+        for key, end in _writes(op.pb):
+            if _overlaps(key, end, prefix):
+                name = show(prefix[:-1])
+                raise InvalidArgument(
+                    f"refusing to write {show(key)}: it is under election {name}'s prefix "
+                    f"{show(prefix)}, where a key without a lease blocks the election; "
+                    "write outside the prefix"
+                )
+
+
+def _writes(op: rpc.RequestOp) -> list[tuple[bytes, bytes]]:
+    """The (key, range_end) of every put and delete in ``op``, nested txns included."""
+    kind = op.WhichOneof("request")
+    if kind == "request_put":
+        return [(op.request_put.key, b"")]
+    if kind == "request_delete_range":
+        return [(op.request_delete_range.key, op.request_delete_range.range_end)]
+    if kind == "request_txn":
+        inner = [*op.request_txn.success, *op.request_txn.failure]
+        return [w for item in inner for w in _writes(item)]
+    return []
+
+
+def _overlaps(key: bytes, end: bytes, prefix: bytes) -> bool:
+    """Whether [key, end) (a single key if ``end`` is empty) meets [prefix, prefix_end)."""
+    if not end:
+        return key.startswith(prefix)
+    stop = prefix_end(prefix)
+    below_stop = stop == b"\x00" or key < stop
+    above_start = end == b"\x00" or end > prefix
+    return below_stop and above_start
 
 
 def txn_result(response: rpc.TxnResponse, revision: int | None = None) -> TxnResult:

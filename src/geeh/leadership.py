@@ -80,6 +80,7 @@ class Leadership:
         gone: asyncio.Future[BaseException],
         watcher: asyncio.Task[None],
         detach: Callable[[], None],
+        after_term: Callable[[], None] = lambda: None,
     ) -> None:
         self._core = core
         self.name = name
@@ -93,6 +94,9 @@ class Leadership:
         self._owns_session = owns_session
         self._watcher = watcher
         self._detach = detach
+        # A shared session's key is deleted: a join attempt applied late must not bring it
+        # back (see withdraw.after_term). Called once the delete is confirmed.
+        self._after_term = after_term
         self._resigned = False
         self._written_at = token  # our key's mod revision as we last wrote it: see proclaim
         self._cleanup: asyncio.Task[None] | None = None
@@ -139,7 +143,8 @@ class Leadership:
         )
         self._core.events.leadership_ended(self, reason)
         if reason is not None:
-            log.warning("leadership of %s lost: %s", show(self.name), reason)
+            # INFO: the caller hears of it (lost, LeadershipLost, NotLeader) and may handle it.
+            log.info("leadership of %s lost: %s", show(self.name), reason)
             self._clean_up()
         if self._block is not None and reason is not None:
             self._block.interrupt()
@@ -159,6 +164,7 @@ class Leadership:
             try:
                 # One attempt per round, as the session's background revoke.
                 await self._delete_key(self._core.transport.attempt_timeout, IF_UNSENT)
+                self._after_term()
                 return
             except ClosedError:
                 return
@@ -250,6 +256,8 @@ class Leadership:
         self._resigned = True
         if self._owns_session:
             await self.session.close(revoke=False)
+        else:
+            self._after_term()
 
     async def aclose(self) -> None:
         """The client is closing: resign, quietly and within bounds."""
@@ -266,7 +274,8 @@ class Leadership:
 
         The write and the fencing guard (our key still created at :attr:`token`) go in one
         Txn: if leadership has moved on, :class:`~geeh.NotLeader` is raised and nothing is
-        written, however late the request reaches etcd.
+        written, however late the request reaches etcd. Keys under the election's own prefix
+        are refused (InvalidArgument): a key there without a lease would block the election.
         """
         return (await self._fenced([kv.put(key, value)])).revision
 
@@ -290,6 +299,7 @@ class Leadership:
         return inner
 
     async def _fenced(self, ops: Sequence[kv.Op]) -> kv.TxnResult:
+        kv.refuse_under(self.name + b"/", ops)
         self._check()
         guard = kv.Compare(owns(self.key, self.token))
         result = await kv.KV(self._core.transport).txn([guard], ops, what="fenced write")

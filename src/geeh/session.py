@@ -124,7 +124,7 @@ class Session:
 
     @classmethod
     async def resume(cls, core: Core, lease: int) -> Session:
-        """Keep alive an existing lease (after a restart): no new grant, same candidate key."""
+        """Keep alive an existing lease (after a restart): no new grant, same candidate key name."""
         if isinstance(lease, bool) or not isinstance(lease, int) or lease <= 0:
             raise InvalidArgument(f"lease must be a positive int lease ID, got {lease!r}")
         sent = now()
@@ -177,7 +177,7 @@ class Session:
 
     def _expire(self, reason: SessionExpired, *, gone: bool = False) -> None:
         if self.expired.set(reason):
-            log.warning("session %x expired: %s", self.lease, reason)
+            log.info("session %x expired: %s", self.lease, reason)  # its leaderships say so
             self._gone = self._gone or gone
             self._stop_keepalive()
             # etcd may still hold the lease (keepalives delayed on the way renew it): nobody

@@ -10,7 +10,8 @@ that later leads:
 - a join attempt whose answer was lost is applied after the delete and creates the key
   again. When any join attempt's outcome is unknown, the key is watched from the delete on
   and deleted again if it reappears, until the session ends or a new campaign of the same
-  session takes the key over.
+  session takes the key over. A campaign that won gets the same guard once its leadership
+  ends (resign or loss): the late attempt can land after that too (``after_term``).
 
 Every delete is guarded by the create revision of the key it means, so one applied late can
 never remove a newer key.
@@ -109,6 +110,29 @@ async def withdraw(core: Core, session: Session, key: bytes) -> None:
         return
     if revision is None:
         log.warning("withdrawing %s: etcd did not answer; retrying in the background", show(key))
+    _guard(core, session, key, candidacy, revision)
+
+
+def after_term(core: Core, session: Session, key: bytes, candidacy: Candidacy | None) -> None:
+    """A leadership of shared ``session`` ended (resign or loss) and its key was deleted.
+
+    If a join attempt of its campaign (``candidacy``) went unanswered, it may still be applied
+    and create the key again on the live lease, where it would lead with no one behind it:
+    give the key the guard a withdrawn campaign gets (delete, watch, delete again). Not if a
+    newer campaign of the session has taken the key over since: the key is its own.
+    """
+    if candidacy is None or _candidacies.get(session, {}).get(key) is not candidacy:
+        return
+    if not candidacy.joining or not candidacy.uncertain:
+        return
+    candidacy.joining = False
+    _guard(core, session, key, candidacy, None)
+
+
+def _guard(
+    core: Core, session: Session, key: bytes, candidacy: Candidacy, revision: int | None
+) -> None:
+    """Delete the key (unless known gone at ``revision``), then watch for a late join."""
     task = core.tasks.spawn(
         _background(core, session, key, candidacy, revision),
         name=f"geeh-withdraw-{session.lease:x}",

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..candidates import Candidate, Queue, follow_candidates, read_candidates
 from ..keys import election_prefix, prefix_end
+from ..leader import Leader
 from .common import (
     EXIT_CODES_EPILOG,
     EXIT_OK,
@@ -33,10 +34,13 @@ Print every candidate of election NAME in line, leader first:
   TOKEN  its key's create revision: the fencing token it has or will have as leader
   LEASE  its lease ID, in hex
   TTL    seconds left on its lease (etcd's LeaseTimeToLive; "gone" if it just expired)
+A key under NAME/ with no lease is flagged "not a candidate: blocks this election": to the
+recipe it is the oldest candidate and leads forever, so no candidate can win until it is
+deleted.
 
 With --json, one JSON object: {"election", "revision", "time", "candidates": [{"position",
-"key", "value", "token", "lease", "ttl"}, ...]} (lease as a number, ttl null for a key with
-no lease).
+"key", "value", "token", "lease", "ttl", "note"}, ...]} (lease as a number, ttl null for a
+key with no lease; note null, or the flag above).
 
 With --watch, print the queue again whenever it changes. On a terminal the screen is
 redrawn, as watch(1) does, every --interval seconds too (TTLs count down); otherwise each
@@ -44,6 +48,7 @@ change appends a snapshot (a JSON line with --json). Runs until SIGINT or SIGTER
 """
 
 CLEAR = "\x1b[H\x1b[2J"
+BLOCKS = "not a candidate: blocks this election"
 
 
 def add_parsers(commands: Any) -> None:
@@ -142,6 +147,7 @@ def as_json(name: str, queue: Queue) -> dict[str, Any]:
                 "token": c.token,
                 "lease": c.lease,
                 "ttl": c.ttl,
+                "note": note(c),
             }
             for c in queue.candidates
         ],
@@ -163,6 +169,9 @@ def table(candidates: list[Candidate]) -> str:
             )
         )
     lines = columns(rows)
+    for i, c in enumerate(candidates, start=1):
+        if note(c):
+            lines[i] += f"  ({note(c)})"
     if not candidates:
         lines.append("(no candidates)")
     return "\n".join(lines) + "\n"
@@ -175,6 +184,11 @@ def columns(rows: Sequence[Sequence[str]]) -> list[str]:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+def note(leader: Leader) -> str | None:
+    """The flag for a key under the prefix that is not a candidate (no lease), else None."""
+    return None if leader.lease else BLOCKS
 
 
 def ttl_text(ttl: int | None) -> str:

@@ -11,6 +11,7 @@ from ..election import Election
 from ..errors import ElectionError
 from ..leader import Leader
 from ..leadership import Leadership
+from .candidates import note
 from .common import (
     CLOSE_AFTER_LOSS_TIMEOUT,
     CLOSE_TIMEOUT,
@@ -64,6 +65,8 @@ LEADER_DESCRIPTION = """\
 Print the current leader of election NAME on three lines: its key, its value, and its
 fencing token (the key's create revision, which grows with every new leader). If the
 election has no leader, exit 1 and print nothing on stdout (with --json: all fields null).
+If the oldest key under NAME/ has no lease, it is printed, and flagged on stderr as "not a
+candidate: blocks this election": no candidate can win until it is deleted.
 """
 
 
@@ -249,6 +252,8 @@ async def current_leader(args: argparse.Namespace, signals: Signals) -> int:
         print_line(leader_json(leader))
     elif leader is not None:
         write_stdout(b"%s\n%s\n%d\n" % (leader.key, leader.value, leader.token))
-    else:
+    if leader is not None and note(leader):
+        error(args.prog, f"{leader.key_str} has no lease: {note(leader)}")
+    elif leader is None and not args.json:
         error(args.prog, f"election {args.name} has no leader")
     return EXIT_OK if leader is not None else EXIT_ERROR

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import signal
 import sys
 import time
@@ -28,8 +29,9 @@ loopback only; with --tls, certificates made for the run (trustme).
 example:
   geeh etcd --members 3 &      # prints 127.0.0.1:PORT,127.0.0.1:PORT,127.0.0.1:PORT
   export GEEH_ENDPOINTS=...    # what it printed
-  geeh etcd --tls              # https:// endpoints, then the line to export for the
-                               # CA, client certificate and key
+  geeh etcd --tls              # https:// endpoints, then one line to paste: it exports
+                               # GEEH_ENDPOINTS, GEEH_CACERT, GEEH_CERT, GEEH_KEY and
+                               # their ETCDCTL_* equivalents, for etcdctl in that shell
 """
 
 
@@ -68,7 +70,8 @@ def add_parsers(commands: Any) -> None:
         "--tls",
         action="store_true",
         help="serve clients over TLS and require a client certificate, with certificates "
-        "made for this run; prints the GEEH_CACERT, GEEH_CERT and GEEH_KEY to export",
+        "made for this run; then prints one line to paste that exports the endpoints and "
+        "certificates (GEEH_* and ETCDCTL_*)",
     )
     etcd.set_defaults(handler=None, sync_handler=serve_etcd)
 
@@ -130,13 +133,11 @@ def serve_etcd(args: argparse.Namespace) -> int:
             )
             version = etcd_version(cluster.etcd_bin)
             cluster.start()
-            print(",".join(cluster.urls if args.tls else cluster.endpoints), flush=True)
+            endpoints = ",".join(cluster.urls if args.tls else cluster.endpoints)
+            print(endpoints, flush=True)
             if args.tls:
-                print(
-                    f"export GEEH_CACERT={cluster.ca_path} GEEH_CERT={cluster.client_cert_path} "
-                    f"GEEH_KEY={cluster.client_key_path}",
-                    flush=True,
-                )
+                files = (cluster.ca_path, cluster.client_cert_path, cluster.client_key_path)
+                print(export_line(endpoints, *map(str, files)), flush=True)
             print(
                 f"{args.prog}: etcd {version or '(unknown version)'}, "
                 f"{cluster.size} member{'s' if cluster.size > 1 else ''}, "
@@ -173,3 +174,14 @@ def watch_members(prog: str, cluster: LocalEtcdCluster) -> int:
                 )
         if len(reported) == cluster.size:
             return EXIT_ERROR
+
+
+def export_line(endpoints: str, ca: str, cert: str, key: str) -> str:
+    """One line to paste into a shell: the endpoints and certificates, for geeh and etcdctl."""
+    values = {"ENDPOINTS": endpoints, "CACERT": ca, "CERT": cert, "KEY": key}
+    pairs = [
+        f"{tool}_{name}={shlex.quote(value)}"
+        for tool in ("GEEH", "ETCDCTL")
+        for name, value in values.items()
+    ]
+    return "export " + " ".join(pairs)

@@ -29,7 +29,8 @@ With --fenced, the write is made only while a leadership holds: in the same tran
 etcd checks that the leader's key still exists and was created at the fencing token. A
 command run by `geeh run` finds both in its environment (GEEH_LEADER_KEY and
 GEEH_FENCING_TOKEN), so a deposed leader's late write is refused: nothing is written, and
-geeh exits with status 3.
+geeh exits with status 3. A key under the leader's own election prefix is refused (a key
+there without a lease would block the election).
 
 example, inside a job started by `geeh run`:
   geeh put --fenced reports/last-run "$(date -Is)"
@@ -59,8 +60,10 @@ def add_parsers(commands: Any) -> None:
     put.set_defaults(handler=put_key)
 
 
-def fence(args: argparse.Namespace) -> kv.Compare:
-    """The guard for --fenced: CreateRevision(leader key) == token."""
+def fence(args: argparse.Namespace) -> tuple[kv.Compare, bytes]:
+    """The guard for --fenced, CreateRevision(leader key) == token, and the leader's
+    election prefix (the leader key up to its last slash: a candidate key is the prefix
+    and a lease ID in hex)."""
     key = args.leader_key or os.environ.get("GEEH_LEADER_KEY")
     token = args.token if args.token is not None else os.environ.get("GEEH_FENCING_TOKEN")
     if not key or token is None:
@@ -72,13 +75,21 @@ def fence(args: argparse.Namespace) -> kv.Compare:
         revision = int(token)
     except ValueError:
         raise InvalidArgument(f"fencing token {token!r} is not a number") from None
-    return kv.create_revision(as_bytes(key)) == revision
+    leader_key = as_bytes(key)
+    slash = leader_key.rfind(b"/")
+    if slash <= 0:
+        raise InvalidArgument(f"leader key {key!r} is not a candidate key (NAME/LEASE)")
+    return kv.create_revision(leader_key) == revision, leader_key[: slash + 1]
 
 
 async def put_key(args: argparse.Namespace, signals: Signals) -> int:
-    guard = [fence(args)] if args.fenced else []
+    op = kv.put(as_bytes(args.key), as_bytes(args.value))
+    guard = []
+    if args.fenced:
+        compare, prefix = fence(args)
+        kv.refuse_under(prefix, [op])
+        guard.append(compare)
     async with connected(args, signals) as client:
-        op = kv.put(as_bytes(args.key), as_bytes(args.value))
         result = await unless_stopped(client.txn(guard, [op]), signals)
     if not result.succeeded:
         error(args.prog, "not leader any more: the leader key no longer holds the token")

@@ -40,7 +40,7 @@ MAX_GRACE_SHARE = 1 / 3
 
 RUN_DESCRIPTION = """\
 Run CMD only while leader of election NAME:
-  - campaign with VALUE; once elected, start CMD;
+  - campaign with --value V (default: HOSTNAME:PID); once elected, start CMD;
   - when CMD exits: resign, and exit with CMD's status;
   - when leadership may be lost (no keepalive answered and the lease could expire on etcd
     within --grace seconds): SIGTERM to CMD, then SIGKILL at the local deadline, which is

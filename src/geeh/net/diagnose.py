@@ -14,7 +14,11 @@ import asyncio
 import datetime
 import socket
 import ssl
+from asyncio import FIRST_COMPLETED
+from collections.abc import Awaitable
+from typing import Any
 
+from ..errors import EtcdUnavailable
 from .tls import LoadedTLS, pem_files
 
 # An HTTP/2 client preface and an empty SETTINGS frame: the server answers with its own
@@ -24,6 +28,68 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x
 # OpenSSL's verify codes (X509_V_ERR_*).
 _EXPIRED = 10
 _HOSTNAME_MISMATCH = (62, 64)  # host name, IP address
+
+
+# How long a dial may take before the probe starts: a healthy one is done by then, and is
+# never probed. Only when to look, not a verdict: the verdict is the handshake's own.
+PROBE_AFTER = 0.2
+PROBED = 3  # endpoints probed at most
+
+
+class Unreachable(Exception):
+    """The dial failed: ``reason`` says why when the probe could tell; ``early`` if it
+    stopped before the dial timeout because every endpoint's handshake failed."""
+
+    def __init__(self, reason: str | None, code: str | None, *, early: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.early = early
+
+
+async def dial(
+    connect: Awaitable[object], endpoints: list[str], tls: LoadedTLS | None, timeout: float
+) -> None:
+    """Await ``connect``; on its failure (EtcdUnavailable) raise Unreachable with the reason.
+
+    A TLS mistake never heals by waiting: once every endpoint's handshake has failed for a
+    reason the probe names, the dial is stopped there instead of running to its timeout.
+    One endpoint that answers, or a probe that cannot tell, lets the dial go on.
+    """
+    task = asyncio.ensure_future(connect)
+    probes: list[asyncio.Task[str | None]] = []
+    try:
+        await asyncio.wait({task}, timeout=PROBE_AFTER)
+        if not task.done():
+            probes = [
+                asyncio.ensure_future(asyncio.to_thread(probe, endpoint, tls, timeout))
+                for endpoint in endpoints[:PROBED]
+            ]
+            pending: set[asyncio.Future[Any]] = set(probes)
+            while pending and not task.done():
+                _, pending = await asyncio.wait({task, *pending}, return_when=FIRST_COMPLETED)
+                pending.discard(task)
+                found = [_verdict(p) for p in probes]
+                if len(endpoints) <= PROBED and all(found):
+                    raise Unreachable(found[0], "UNAVAILABLE", early=True)
+        try:
+            await task
+        except EtcdUnavailable as err:
+            reason = next((r for r in map(_verdict, probes) if r), None)
+            if reason is None and not probes:
+                reason = await explain(endpoints, tls, timeout)
+            raise Unreachable(reason, err.code) from None
+    finally:
+        for item in (task, *probes):
+            item.cancel()  # a probe's thread ends by itself, within its timeout
+        await asyncio.wait({task})
+
+
+def _verdict(probed: asyncio.Task[str | None]) -> str | None:
+    """A finished probe's reason; None while it runs, or if it could not tell (or failed)."""
+    if not probed.done() or probed.cancelled() or probed.exception() is not None:
+        return None
+    return probed.result()
 
 
 async def explain(endpoints: list[str], tls: LoadedTLS | None, timeout: float) -> str | None:

@@ -52,8 +52,10 @@ def parse_endpoints(endpoints: str | Sequence[str] | None) -> Endpoints:
             text = rest
         text = text.rstrip("/")
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isdigit():
             raise InvalidArgument(f"endpoint {item!r} is not of the form host:port")
+        if not 0 < int(port) < 65536:
+            raise InvalidArgument(f"endpoint {item!r}: port {port} is out of range (1-65535)")
         if text not in result:
             result.append(text)
     if not result:
