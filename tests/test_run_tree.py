@@ -94,6 +94,7 @@ async def test_when_geeh_dies_cmds_whole_tree_dies_at_once(
     await eventually(lambda: all_gone(pids), timeout=10, what="CMD's tree to die")
     if sig == signal.SIGKILL:
         assert await run.wait() == -signal.SIGKILL
+        assert await run.rest() == b""  # the watchdog, the last holder of geeh's stdout, exited
     else:  # handled like SIGTERM: CMD got SIGTERM, died of it; geeh resigned, then exited
         assert await run.wait() == 128 + signal.SIGTERM
         assert await no_keys(etcd, name)

@@ -150,7 +150,7 @@ class CandidacyLost(Exception):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived while waiting for something else."""
+    """A stop signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT) arrived while waiting for something."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)

@@ -36,6 +36,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 POLL = 0.05  # seconds between looks at the tree and the clock
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+HAVE_PROC = os.path.isdir("/proc/self")
 
 if hasattr(time, "CLOCK_BOOTTIME"):
 
@@ -100,7 +101,8 @@ class Watchdog:
         self.kill_at: float | None = None  # set once the stop began
         self.stop_requested = False  # by a signal to the watchdog itself
         self.buffer = b""
-        self.subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1)
+        # Orphans of the tree become our children (Linux); elsewhere they are lost to init.
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     def start(self, command: list[str]) -> bool:
         parent = os.getpid()
@@ -186,13 +188,16 @@ class Watchdog:
                 self.exit_code = 128 - code if code < 0 else code
 
     def tree(self) -> set[int]:
-        """Every live process of CMD's tree (its group, as a fallback without /proc)."""
-        found = descendants(os.getpid())
-        if not found and not self.subreaper and self.exit_code is not None:
-            with contextlib.suppress(OSError):  # no /proc: is anything left in CMD's group?
-                os.killpg(self.pid, 0)
-                found.add(self.pid)
-        return found
+        """Every live process of CMD's tree (without /proc: CMD, or what is left of its group)."""
+        if HAVE_PROC:
+            return descendants(os.getpid())
+        if self.exit_code is None:
+            return {self.pid}
+        try:
+            os.killpg(self.pid, 0)
+        except OSError:
+            return set()
+        return {self.pid}
 
     def stop(self, grace: float) -> None:
         """Begin the stop (SIGTERM now, SIGKILL after ``grace``), or bring its SIGKILL closer."""
@@ -209,6 +214,8 @@ class Watchdog:
         with contextlib.suppress(OSError):
             os.killpg(self.pid, signum)
         for pid in tree:
+            if pid == self.pid and self.exit_code is not None:
+                continue  # reaped: the pid may belong to someone else by now
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
                 if signum == signal.SIGTERM:  # a stopped process would not see it
