@@ -17,7 +17,7 @@ import test_cli
 from support.kv import joined
 from support.wait import eventually
 from test_cli import GEEH, Spawn, eps, geeh_cmd
-from test_run_safety import lifetimes
+from test_run_safety import HEARTBEAT, lifetimes
 
 import geeh
 from geeh.testing import LocalEtcdCluster
@@ -154,3 +154,19 @@ async def test_children_left_by_an_exited_cmd_die_before_the_resign(
     assert last_of_first < first_of_second, "a child of the old CMD ran beside the new leader"
     second.process.send_signal(signal.SIGTERM)
     assert await second.wait() == 128 + signal.SIGTERM
+
+
+async def test_a_stop_signal_ends_a_deaf_tree_after_the_grace_then_resigns(
+    etcd: LocalEtcdCluster, name: str, spawn: Spawn, tmp_path: Path
+) -> None:
+    beats = tmp_path / "beats"
+    beats.touch()
+    run = await spawn(
+        *geeh_cmd(etcd, "run", name, "--ttl", "30", "--grace", "0.5", "--",
+                  sys.executable, "-c", HEARTBEAT, str(beats))
+    )  # fmt: skip
+    await eventually(lambda: len(lifetimes(beats)) == 1, what="CMD")
+    run.process.send_signal(signal.SIGTERM)  # CMD ignores it: SIGKILL after the grace
+    assert await run.wait("exit after CMD's SIGKILL", timeout=15) == 128 + signal.SIGKILL
+    assert all_gone([int(pid) for pid in lifetimes(beats)])
+    assert await no_keys(etcd, name)

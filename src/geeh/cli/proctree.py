@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 WATCHDOG = Path(__file__).with_name("watchdog.py")
+SIGTERM = signal.SIGTERM  # (in the class, ``signal`` is a method's name)
 
 
 class CommandTree:
@@ -94,9 +95,12 @@ class CommandTree:
         """Pass ``signum`` to CMD's process group."""
         self._send(f"signal {int(signum)}")
 
-    def stop(self, grace: float) -> None:
-        """SIGTERM to the whole tree now, SIGKILL to what is left after ``grace`` seconds."""
-        self._send(f"stop {max(0.0, grace)!r}")
+    def stop(self, grace: float, signum: int = SIGTERM) -> None:
+        """``signum`` to the whole tree now, SIGKILL to what is left after ``grace`` seconds.
+
+        A stop already begun keeps its first signal; its SIGKILL only comes closer.
+        """
+        self._send(f"stop {max(0.0, grace)!r} {int(signum)}")
 
     async def wait(self) -> int:
         """Wait until no process of the tree is left; CMD's status (128+N: killed by signal N).

@@ -56,8 +56,8 @@ Run CMD only while leader of election NAME:
     before etcd can let anyone else lead; exit 3;
   - when leadership is lost outright (our lease revoked or key deleted from outside):
     SIGTERM to CMD, SIGKILL after the lesser of --grace and the safety margin; exit 3;
-  - SIGINT and SIGTERM sent to geeh go to CMD first (SIGHUP and SIGQUIT go as SIGTERM);
-    geeh resigns once CMD's tree is gone;
+  - SIGINT and SIGTERM sent to geeh go to CMD's whole tree (SIGHUP and SIGQUIT go as
+    SIGTERM), then SIGKILL after --grace; geeh resigns once the tree is gone;
   - whenever CMD exits, whatever it started and left running gets SIGTERM, then SIGKILL
     after --grace; geeh resigns only once nothing of CMD's tree is left;
   - if geeh itself dies (SIGKILL, a crash), CMD's whole tree gets SIGTERM at once, and
@@ -222,6 +222,7 @@ async def supervise(
     lost = asyncio.ensure_future(leadership.lost.wait())
     risk = asyncio.ensure_future(at_risk(leadership, args.grace))
     feed = asyncio.ensure_future(feed_deadline(leadership, tree))
+    stopping = False  # a stop signal came: the tree is being stopped
     try:
         while True:
             received = asyncio.ensure_future(signals.next())
@@ -273,7 +274,12 @@ async def supervise(
                 return EXIT_LOST
             if received.done() and not received.cancelled():
                 signum = received.result()
-                tree.signal(signum if signum in PASSED_ON else signal.SIGTERM)
+                signum = signum if signum in PASSED_ON else signal.SIGTERM
+                if stopping:
+                    tree.signal(signum)  # a second Ctrl-C reaches CMD too
+                else:  # to the whole tree; SIGKILL after --grace: the exit is bounded
+                    tree.stop(args.grace, signum)
+                    stopping = True
     finally:
         for task in (gone, lost, risk, feed):
             task.cancel()

@@ -13,7 +13,8 @@ even after a double fork or ``setsid``, starts CMD in a process group of its own
   ``deadline T``  the lease's local deadline (CLOCK_BOOTTIME): SIGTERM to the tree at
                   T - GRACE, SIGKILL at T, whether or not geeh is still there (frozen, say)
   ``signal N``    pass signal N to CMD's process group
-  ``stop G``      stop the tree: SIGTERM, then SIGKILL after G seconds (or at the deadline)
+  ``stop G [N]``  stop the tree: SIGTERM (or signal N) to every process of it, then SIGKILL
+                  after G seconds (or at the deadline, if that comes first)
 
 End of file on CONTROL_FD (geeh exited or was killed), a stop signal, or CMD's exit stops the
 tree in the same way, with GRACE. Once no process of the tree is left, the watchdog exits with
@@ -173,6 +174,8 @@ class Watchdog:
                     os.killpg(self.pid, int(signum))
             case ["stop", grace]:
                 self.stop(float(grace))
+            case ["stop", grace, signum]:
+                self.stop(float(grace), int(signum))
 
     def reap(self) -> None:
         """Reap CMD and every orphan of its tree that came to us (we are their subreaper)."""
@@ -199,14 +202,14 @@ class Watchdog:
             return set()
         return {self.pid}
 
-    def stop(self, grace: float) -> None:
-        """Begin the stop (SIGTERM now, SIGKILL after ``grace``), or bring its SIGKILL closer."""
+    def stop(self, grace: float, signum: int = signal.SIGTERM) -> None:
+        """Begin the stop (``signum`` now, SIGKILL after ``grace``), or bring SIGKILL closer."""
         kill_at = now() + max(0.0, grace)
         if self.deadline is not None:
             kill_at = min(kill_at, self.deadline)
         if self.kill_at is None:
             self.kill_at = kill_at
-            self.signal_tree(self.tree(), signal.SIGTERM)
+            self.signal_tree(self.tree(), signum)
         else:
             self.kill_at = min(self.kill_at, kill_at)
 
@@ -218,7 +221,7 @@ class Watchdog:
                 continue  # reaped: the pid may belong to someone else by now
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
-                if signum == signal.SIGTERM:  # a stopped process would not see it
+                if signum != signal.SIGKILL:  # a stopped process would not see it
                     os.kill(pid, signal.SIGCONT)
 
 
