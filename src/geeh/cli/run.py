@@ -52,10 +52,10 @@ Run CMD only while leader of election NAME:
   - campaign with VALUE; once elected, start CMD;
   - when CMD exits: resign, and exit with CMD's status;
   - when leadership may be lost (no keepalive answered and the lease could expire on etcd
-    within --grace seconds): SIGTERM to CMD, then SIGKILL at the local deadline, which is
+    within --grace seconds): SIGTERM to CMD's tree, SIGKILL at the local deadline, which is
     before etcd can let anyone else lead; exit 3;
   - when leadership is lost outright (our lease revoked or key deleted from outside):
-    SIGTERM to CMD, SIGKILL after the lesser of --grace and the safety margin; exit 3;
+    SIGTERM to CMD's tree, SIGKILL after the lesser of --grace and the safety margin; exit 3;
   - SIGINT and SIGTERM sent to geeh go to CMD's whole tree (SIGHUP and SIGQUIT go as
     SIGTERM), then SIGKILL after --grace; geeh resigns once the tree is gone;
   - whenever CMD exits, whatever it started and left running gets SIGTERM, then SIGKILL
