@@ -39,6 +39,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=_positive(float), default=60.0, help="fault phase")
     parser.add_argument("--seed", type=int, default=1, help="the schedule of faults")
     parser.add_argument("--workers", type=_positive(int), default=4)
+    parser.add_argument(
+        "--runners",
+        type=int,
+        default=2,
+        help="process-level workers: `geeh run` with a job as CMD (0: none)",
+    )
     parser.add_argument("--ttl", type=_positive(int), default=3, help="the workers' lease TTL")
     parser.add_argument("--broken", action="store_true", help="workers that skip the checks")
     parser.add_argument(
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         args.freeze_raft_leader,
         args.etcd,
         rundir,
+        args.runners,
     )
     print(f"chaos: seed {args.seed}, {args.seconds:g}s, run directory {rundir}", flush=True)
     began = time.monotonic()

@@ -10,6 +10,9 @@
 5. liveness: the longest time without a successful write, and whether faults explain it.
 6. leftovers: no candidate key and no lease is left after the workers stop.
 7. processes: no traceback in any process's output, no unexpected exit, clean stops.
+8. process trees (``geeh run`` workers): two leaders' trees (CMD and its child, judged from
+   their heartbeats) are never alive at the same instant; every write to the run register
+   was made while its token led in etcd (no deposed tree writes), and was tried by a job.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from .history import Record, read
 
 ELECTION_PREFIX = "chaos-election/"
 REGISTER = "chaos-register"
+RUN_PREFIX = "chaos-run/"
+RUN_REGISTER = "chaos-run-register"
 # A stretch without progress is a violation when no fault explains this much of it.
 UNEXPLAINED = 2.0
 
@@ -50,6 +55,7 @@ class RunFiles:
         self.ttl = int(self.options["ttl"])
         self.workers = {p.stem: read(p) for p in sorted(rundir.glob("w*.jsonl"))}
         self.observers = {p.stem: read(p) for p in sorted(rundir.glob("o*.jsonl"))}
+        self.runners = {p.stem: read(p) for p in sorted(rundir.glob("r*.jsonl"))}
         faults = read(rundir / "faults.jsonl")
         self.faults = [r for r in faults if not r.get("skipped")]
         self.skipped = len(faults) - len(self.faults)
@@ -66,11 +72,19 @@ class RunFiles:
     def at(self, t: float) -> str:
         return f"{t - self.began:.3f}s"
 
-    def leaders(self) -> list[int | None]:
+    def leaders(self, prefix: str = ELECTION_PREFIX) -> list[int | None]:
         """Every leader etcd had (by token; None: no leader), in revision order."""
-        candidates: dict[str, int] = {}
         sequence: list[int | None] = [None]
-        events = [e for e in self.etcd if e["key"].startswith(ELECTION_PREFIX)]
+        for _, leader in self.leader_changes(prefix):
+            if leader != sequence[-1]:
+                sequence.append(leader)
+        return sequence
+
+    def leader_changes(self, prefix: str) -> list[tuple[int, int | None]]:
+        """(revision, leader's token from then on) at each revision that touched ``prefix``."""
+        candidates: dict[str, int] = {}
+        changes: list[tuple[int, int | None]] = []
+        events = [e for e in self.etcd if e["key"].startswith(prefix)]
         for i, event in enumerate(events):
             if event["type"] == "put":
                 candidates.setdefault(event["key"], event["create"])
@@ -78,10 +92,8 @@ class RunFiles:
                 candidates.pop(event["key"], None)
             if i + 1 < len(events) and events[i + 1]["rev"] == event["rev"]:
                 continue  # a leader is what a whole revision leaves behind
-            leader = min(candidates.values(), default=None)
-            if leader != sequence[-1]:
-                sequence.append(leader)
-        return sequence
+            changes.append((event["rev"], min(candidates.values(), default=None)))
+        return changes
 
 
 def _token(value: str) -> int:
@@ -250,14 +262,70 @@ def processes(run: RunFiles) -> Result:
     return result
 
 
+def process_trees(run: RunFiles) -> Result:
+    """Leaders' process trees never overlap in time; no write from a deposed tree lands."""
+    lives: dict[int, list[float]] = {}  # token: [first beat, last beat]
+    owner: dict[int, str] = {}
+    children: set[int] = set()
+    for name, records in run.runners.items():
+        for r in records:
+            if r["ev"] != "beat":
+                continue
+            life = lives.setdefault(r["token"], [r["t"], r["t"]])
+            life[0], life[1] = min(life[0], r["t"]), max(life[1], r["t"])
+            owner[r["token"]] = name
+            if r["role"] == "child":
+                children.add(r["token"])
+    writes = [(e["rev"], e["value"]) for e in run.etcd if e["key"] == RUN_REGISTER]
+    acts = [r for rs in run.runners.values() for r in rs if r["ev"] == "act"]
+    acked = sum(a["result"] == "ok" for a in acts)
+    rejected = sum(a["result"] == "rejected" for a in acts)
+    result = Result(
+        "8. process trees",
+        0,
+        f"{len(lives)} trees of `geeh run` ({len(children)} with a child beating); "
+        f"{len(writes)} fenced writes in etcd, {acked} acknowledged, {rejected} rejected",
+    )
+    latest: tuple[float, int] | None = None  # the last beat so far of any earlier tree
+    for token, (first, last) in sorted(lives.items(), key=lambda item: item[1][0]):
+        if latest is not None and first <= latest[0]:
+            result.add(
+                f"{owner[token]} tree {token} beat at {run.at(first)} while tree {latest[1]} "
+                f"({owner[latest[1]]}) beat until {run.at(latest[0])}"
+            )
+        if latest is None or last > latest[0]:
+            latest = (last, token)
+    changes = run.leader_changes(RUN_PREFIX)
+    revisions = [rev for rev, _ in changes]
+    for rev, value in writes:
+        i = bisect.bisect_right(revisions, rev) - 1
+        leader = changes[i][1] if i >= 0 else None
+        if leader != _token(value):
+            result.add(f"rev {rev}: {value} written while token {leader} led (a deposed tree)")
+    tried = {r["value"] for rs in run.runners.values() for r in rs if r["ev"] == "try"}
+    for rev, value in writes:
+        if value not in tried:
+            result.add(f"rev {rev}: {value} was never tried by any job")
+    return result
+
+
 def check(rundir: Path) -> tuple[list[Result], str]:
     """Every property's result, and a summary of the faults injected."""
     run = RunFiles(rundir)
     kinds = Counter(f["kind"] for f in run.faults)
     faults = f"{len(run.faults)} faults: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
     if run.skipped:
-        faults += f" ({run.skipped} skipped: no leading worker to pause)"
-    properties = (register, stale_actions, wins, observers, liveness, leftovers, processes)
+        faults += f" ({run.skipped} skipped: no leader to act on)"
+    properties = (
+        register,
+        stale_actions,
+        wins,
+        observers,
+        liveness,
+        leftovers,
+        processes,
+        process_trees,
+    )
     return [prop(run) for prop in properties], faults
 
 

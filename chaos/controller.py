@@ -1,10 +1,11 @@
 """A chaos run: start everything, let the nemesis loose, heal, stop, collect the evidence.
 
 The run directory holds, after a run: ``run.json`` (the parameters), ``faults.jsonl`` (every
-fault with its start and end), ``w<i>.jsonl`` and ``o<i>.jsonl`` (the histories of workers
-and observers) with their ``.stderr``, ``controller.jsonl`` (unexpected exits),
-``etcd.jsonl`` (every change etcd made, in revision order) and ``leftovers.json`` (keys and
-leases left after the workers stopped). The checker needs nothing else.
+fault with its start and end), ``w<i>.jsonl``, ``r<i>.jsonl`` and ``o<i>.jsonl`` (the
+histories of workers, process-level workers and observers) with their ``.stderr``,
+``controller.jsonl`` (unexpected exits), ``etcd.jsonl`` (every change etcd made, in revision
+order) and ``leftovers.json`` (keys and leases left after the workers stopped). The checker
+needs nothing else.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import functools
 import json
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -30,6 +32,9 @@ from .proc import Child, stop_all
 
 ELECTION = "chaos-election"
 REGISTER = "chaos-register"
+# The process-level workers (`geeh run`) campaign in an election of their own.
+RUN_ELECTION = "chaos-run"
+RUN_REGISTER = "chaos-run-register"
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Options:
     freeze_raft_leader: bool
     etcd: str | None
     rundir: Path
+    runners: int = 2
 
 
 class Run:
@@ -54,6 +60,7 @@ class Run:
         self.cluster = LocalEtcdCluster(3, etcd_bin=opts.etcd, log_dir=str(self.dir))
         self.proxies: list[list[TcpProxy]] = []
         self.workers: list[Child] = []
+        self.runners: list[Child] = []
         self.observers: list[Child] = []
         self.log = Log(self.dir / "controller.jsonl")
         self.client: geeh.Client | None = None
@@ -62,13 +69,25 @@ class Run:
     # -- the rig ----------------------------------------------------------------------------
 
     async def leading_worker(self) -> int | None:
-        """The worker whose key leads, as etcd says; None if etcd says none for a while.
+        """The worker whose key leads, as etcd says; None if etcd says none for a while."""
+        return await self._leader(ELECTION)
+
+    async def leading_runner(self) -> int | None:
+        """The process-level worker whose key leads, as etcd says (None: none for a while)."""
+        return await self._leader(RUN_ELECTION)
+
+    def cmd_pid(self, runner: int) -> int | None:
+        beats = [r for r in history.read(self.dir / f"r{runner}.jsonl") if r["ev"] == "beat"]
+        return next((r["pid"] for r in reversed(beats) if r["role"] == "cmd"), None)
+
+    async def _leader(self, name: str) -> int | None:
+        """The index in the leader's value (w3, r1), as etcd says.
 
         During a fault etcd may not answer, or there may be no leader for a moment: ask
         again for up to two TTLs.
         """
         assert self.client is not None
-        election = self.client.election(ELECTION)
+        election = self.client.election(name)
         deadline = time.monotonic() + 2 * self.opts.ttl
         while True:
             with contextlib.suppress(TimeoutError, geeh.GeehError):
@@ -82,6 +101,9 @@ class Run:
 
     def start_worker(self, i: int) -> None:
         self.workers[i].start()
+
+    def start_runner(self, i: int) -> None:
+        self.runners[i].start()
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -110,9 +132,15 @@ class Run:
             ]
             self.workers.append(Child(f"w{i}", "chaos.worker", args, self.dir))
             self.workers[-1].start()
+        for i in range(opts.runners):
+            self.runners.append(self._runner(i, ",".join(endpoints)))
+            self.runners[-1].start()
         # Faults start once a leader works: the liveness check counts from there.
         outs = [self.dir / f"w{i}.jsonl" for i in range(opts.workers)]
         await _wait_for(lambda: any(_has(out, "act") for out in outs), 60.0, "write by a worker")
+        if opts.runners:
+            runs = [self.dir / f"r{i}.jsonl" for i in range(opts.runners)]
+            await _wait_for(lambda: any(_has(r, "beat") for r in runs), 60.0, "a geeh run job")
         faults = schedule(opts.seed, opts.seconds, opts.ttl)
         print(f"chaos: {len(faults)} faults scheduled over {opts.seconds:g}s", flush=True)
         watchdog = asyncio.ensure_future(self._restart_unexpected_exits())
@@ -128,6 +156,15 @@ class Run:
             await asyncio.gather(phase, watchdog, return_exceptions=True)
         await self._stop()
 
+    def _runner(self, i: int, endpoints: str) -> Child:
+        """``geeh run`` with a job as CMD: its heartbeats and fenced writes go to r<i>.jsonl."""
+        out = str(self.dir / f"r{i}.jsonl")
+        job = [sys.executable, "-m", "chaos.job", "--id", f"r{i}", "--out", out,
+               "--register", RUN_REGISTER]  # fmt: skip
+        geeh_run = [sys.executable, "-m", "geeh.cli", "run", "--endpoints", endpoints,
+                    "--ttl", str(self.opts.ttl), "--value", f"r{i}", RUN_ELECTION]  # fmt: skip
+        return Child(f"r{i}", "chaos.launch", ["--", *geeh_run, "--", *job], self.dir)
+
     async def _faults_then_settle(self, faults: list[Fault]) -> None:
         self.log.write("phase", name="faults")
         nemesis = Nemesis(
@@ -141,9 +178,11 @@ class Run:
 
     async def _stop(self) -> None:
         self.log.write("phase", name="stop")
-        unclean = await asyncio.to_thread(stop_all, self.workers, 15.0)
+        unclean = await asyncio.to_thread(stop_all, self.workers + self.runners, 15.0)
         for name, what in unclean.items():
-            self.log.write("unclean-stop", proc=name, what=what)
+            # `geeh run` exits with CMD's status, or 128+15 when it was still campaigning.
+            if not name.startswith("r") or "still running" in what:
+                self.log.write("unclean-stop", proc=name, what=what)
         # The observers report the last resignation, then stop.
         for j in range(len(self.observers)):
             out = self.dir / f"o{j}.jsonl"
@@ -160,7 +199,8 @@ class Run:
             for event in history.etcd_events(endpoint):
                 out.write(json.dumps(event) + "\n")
         leftover = {
-            "keys": history.keys_under(endpoint, ELECTION + "/"),
+            "keys": history.keys_under(endpoint, ELECTION + "/")
+            + history.keys_under(endpoint, RUN_ELECTION + "/"),
             "leases": {
                 str(lease): history.lease_ttl(endpoint, lease)
                 for lease in history.leases(endpoint, find_etcdctl())
@@ -177,6 +217,11 @@ class Run:
                     code = child.proc.returncode if child.proc is not None else None
                     self.log.write("unexpected-exit", proc=child.name, code=code)
                     child.start()
+            for child in self.runners:  # `geeh run` ends with its leadership: start it again
+                if not child.expected_down and not child.running():
+                    code = child.proc.returncode if child.proc is not None else None
+                    self.log.write("run-exit", proc=child.name, code=code)
+                    child.start()
             dead = [i for i in range(self.cluster.size) if not self.cluster.is_running(i)]
             lost = [i for i in dead if i not in self.members_down]
             for i in lost:
@@ -191,7 +236,7 @@ class Run:
 
     def close(self) -> None:
         """Stop everything, whatever state the run is in. Idempotent, bounded."""
-        children = self.workers + self.observers
+        children = self.workers + self.runners + self.observers
         stop_all(children, 5.0)
         for row in self.proxies:
             for proxy in row:

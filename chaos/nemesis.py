@@ -4,8 +4,10 @@ Two lanes run side by side, each one fault at a time, so never more than two fau
 active at once: the etcd lane (members killed and restarted, frozen past the TTL, two of
 three frozen; a single frozen member is a follower unless ``freeze_raft_leader``) and the
 workers lane (the leading worker frozen past its TTL, workers killed and restarted, links
-between a worker and a member black-holed, a worker cut off from every member). Each lane
-goes through its kinds in a shuffled order, all of them before any repeats. Targets named
+between a worker and a member black-holed, a worker cut off from every member). A third
+lane acts on the process-level workers (``geeh run``) of the leader: geeh itself SIGKILLed,
+frozen past the TTL (SIGSTOP), hung up on (SIGHUP, a closed terminal), or its CMD SIGKILLed.
+Each lane goes through its kinds in a shuffled order, all of them before any repeats. Targets named
 by role (the raft leader, the leading worker) are looked up when the fault starts;
 everything else, times included, comes from the seed.
 """
@@ -13,6 +15,8 @@ everything else, times included, comes from the seed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
 import signal
 import time
@@ -26,6 +30,8 @@ from .proc import Child
 
 ETCD_KINDS = ("kill-member", "kill-raft-leader", "stop-member", "quorum-loss")
 WORKER_KINDS = ("pause-leader", "kill-worker", "blackhole-link", "partition-worker")
+RUN_KINDS = ("kill-geeh", "freeze-geeh", "hup-geeh", "kill-cmd")
+LANES = (("etcd", ETCD_KINDS), ("workers", WORKER_KINDS), ("run", RUN_KINDS))
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,10 @@ class Fault:
 def _hold(rng: random.Random, kind: str, ttl: int) -> float:
     if kind in ("kill-member", "kill-raft-leader"):
         return rng.uniform(1.0, 5.0)
-    if kind == "kill-worker":
+    if kind in ("kill-worker", "kill-geeh"):
         return rng.uniform(0.2, 3.0)
+    if kind in ("hup-geeh", "kill-cmd"):  # geeh exits by itself and is started again
+        return rng.uniform(0.2, 1.0)
     if kind == "blackhole-link":
         return rng.uniform(1.0, ttl + 3.0)
     return rng.uniform(ttl + 0.5, ttl + 3.0)  # past the TTL: frozen or cut off
@@ -54,7 +62,7 @@ def schedule(seed: int, seconds: float, ttl: int) -> list[Fault]:
     longer one's with the same seed.
     """
     faults = []
-    for lane, kinds in (("etcd", ETCD_KINDS), ("workers", WORKER_KINDS)):
+    for lane, kinds in LANES:
         rng = random.Random(f"{seed}/{lane}")
         at = rng.uniform(2.0, 4.0)
         cycle: list[str] = []
@@ -65,7 +73,8 @@ def schedule(seed: int, seconds: float, ttl: int) -> list[Fault]:
             hold = _hold(rng, kind, ttl)
             picks = (rng.random(), rng.random(), rng.random())
             faults.append(Fault(lane, round(at, 3), kind, round(hold, 3), picks))
-            at += hold + rng.uniform(0.5, 4.0)
+            # A `geeh run` worker killed needs a TTL before anyone leads again: wait longer.
+            at += hold + rng.uniform(0.5, 4.0) + (ttl if lane == "run" else 0)
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -76,10 +85,19 @@ class Rig(Protocol):
     workers: list[Child]
     proxies: list[list[TcpProxy]]  # [worker][member]
     members_down: set[int]  # members the nemesis keeps down on purpose
+    runners: list[Child]  # the process-level workers: `geeh run` processes
 
     async def leading_worker(self) -> int | None: ...
 
+    async def leading_runner(self) -> int | None: ...
+
+    def cmd_pid(self, runner: int) -> int | None:
+        """The pid of the runner's CMD, as its latest heartbeat says."""
+        ...
+
     def start_worker(self, i: int) -> None: ...
+
+    def start_runner(self, i: int) -> None: ...
 
 
 Heal = Callable[[], Awaitable[None]]
@@ -105,7 +123,7 @@ class Nemesis:
 
     async def run(self, faults: list[Fault], began: float) -> None:
         """Run both lanes until each has injected and healed all its faults."""
-        lanes = [[f for f in faults if f.lane == lane] for lane in ("etcd", "workers")]
+        lanes = [[f for f in faults if f.lane == lane] for lane, _ in LANES]
         async with asyncio.TaskGroup() as group:
             for lane in lanes:
                 group.create_task(self._lane(lane, began))
@@ -240,3 +258,54 @@ class Nemesis:
     async def _partition_worker(self, f: Fault) -> tuple[str, Heal]:
         i, label = await self._worker(f.picks[0], f.picks[1], 0.8)
         return f"{label} <-> all members", self._blackhole(self.rig.proxies[i])
+
+    # -- run lane: `geeh run` itself, and its CMD ------------------------------------------
+
+    async def _leading_runner(self) -> tuple[int, Child] | None:
+        i = await self.rig.leading_runner()
+        return None if i is None else (i, self.rig.runners[i])
+
+    async def _kill_geeh(self, f: Fault) -> tuple[str, Heal | None]:
+        leader = await self._leading_runner()
+        if leader is None:
+            return "no leading geeh run", None
+        i, runner = leader
+        runner.kill()
+
+        async def heal() -> None:
+            self.rig.start_runner(i)
+
+        return f"r{i} (leader)", heal
+
+    async def _freeze_geeh(self, f: Fault) -> tuple[str, Heal | None]:
+        leader = await self._leading_runner()
+        if leader is None:
+            return "no leading geeh run", None
+        i, runner = leader
+        runner.signal(signal.SIGSTOP)
+
+        async def heal() -> None:
+            runner.signal(signal.SIGCONT)
+
+        return f"r{i} (leader)", heal
+
+    async def _hup_geeh(self, f: Fault) -> tuple[str, Heal | None]:
+        leader = await self._leading_runner()
+        if leader is None:
+            return "no leading geeh run", None
+        i, runner = leader
+        runner.signal(signal.SIGHUP)  # it stops CMD's tree, resigns, exits; started again
+        return f"r{i} (leader)", _nothing
+
+    async def _kill_cmd(self, f: Fault) -> tuple[str, Heal | None]:
+        leader = await self._leading_runner()
+        pid = None if leader is None else self.rig.cmd_pid(leader[0])
+        if leader is None or pid is None:
+            return "no leading geeh run", None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return f"r{leader[0]}'s CMD (pid {pid})", _nothing
+
+
+async def _nothing() -> None:
+    """The heal of a fault that heals itself."""

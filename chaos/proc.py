@@ -33,7 +33,7 @@ class Child:
 
     def __init__(self, name: str, module: str, args: list[str], rundir: Path) -> None:
         self.name = name
-        self.argv = [sys.executable, "-m", module, *args, "--parent", str(os.getpid())]
+        self.argv = [sys.executable, "-m", module, "--parent", str(os.getpid()), *args]
         self.stderr = rundir / f"{name}.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
         self.expected_down = False
@@ -45,7 +45,9 @@ class Child:
 
     def start(self) -> None:
         """Start it (only from the main thread: the parent-death signal follows that thread)."""
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        # The chaos package first; a PYTHONPATH already set (a gee-h source tree) kept after it.
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
         with open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
                 self.argv,

@@ -82,7 +82,7 @@ def violations(tmp_path: Path, run: dict[str, Any]) -> dict[int, int]:
     return {int(r.name.split(".")[0]): r.violations for r in results}
 
 
-NONE = dict.fromkeys(range(1, 8), 0)
+NONE = dict.fromkeys(range(1, 9), 0)
 
 
 def test_a_clean_run_passes(tmp_path: Path) -> None:
@@ -175,3 +175,66 @@ def test_tracebacks_and_unexpected_exits(tmp_path: Path) -> None:
     results, _ = checker.check(write(tmp_path, run))
     assert results[6].violations == 2
     assert "w1.stderr: ValueError: x" in results[6].examples
+
+
+def _beats(token: int, start: float, end: float) -> Records:
+    """Heartbeats of a `geeh run` tree: CMD and its child, every 0.1 s from start to end."""
+    steps = round((end - start) / 0.1)
+    return [
+        {"ev": "beat", "token": token, "pid": 1000 + token + (role == "child"), "role": role,
+         "t": start + i * 0.1}
+        for i in range(steps + 1)
+        for role in ("cmd", "child")
+    ]  # fmt: skip
+
+
+def with_runners() -> dict[str, Any]:
+    """The clean run, plus two `geeh run` terms (tokens 20 and 30), one after the other."""
+    run = clean_run()
+    put, delete, reg = "put", "delete", "chaos-run-register"
+    run["etcd.jsonl"] += [
+        {"rev": 20, "type": put, "key": "chaos-run/a", "value": "r0", "create": 20},
+        {"rev": 21, "type": put, "key": reg, "value": "20:r0:1", "create": 21},
+        {"rev": 25, "type": delete, "key": "chaos-run/a", "value": "", "create": 0},
+        {"rev": 30, "type": put, "key": "chaos-run/b", "value": "r1", "create": 30},
+        {"rev": 31, "type": put, "key": reg, "value": "30:r1:1", "create": 21},
+        {"rev": 32, "type": delete, "key": "chaos-run/b", "value": "", "create": 0},
+    ]
+    run["r0.jsonl"] = [
+        *_beats(20, 100.0, 101.0),
+        {"ev": "try", "token": 20, "value": "20:r0:1", "t": 100.2},
+        {"ev": "act", "token": 20, "value": "20:r0:1", "start": 100.2, "end": 100.6,
+         "result": "ok", "t": 100.6},
+    ]  # fmt: skip
+    run["r1.jsonl"] = [
+        *_beats(30, 101.5, 102.5),
+        {"ev": "try", "token": 30, "value": "30:r1:1", "t": 101.6},
+        {"ev": "act", "token": 30, "value": "30:r1:1", "start": 101.6, "end": 102.0,
+         "result": "ok", "t": 102.0},
+    ]  # fmt: skip
+    return run
+
+
+def test_process_trees_one_after_the_other_pass(tmp_path: Path) -> None:
+    assert violations(tmp_path, with_runners()) == NONE
+
+
+def test_overlapping_process_trees_are_flagged(tmp_path: Path) -> None:
+    run = with_runners()
+    # The first leader's child lived on (its geeh died, say) past the second tree's start.
+    run["r0.jsonl"] += [
+        {"ev": "beat", "token": 20, "pid": 1021, "role": "child", "t": t} for t in (101.6, 101.7)
+    ]
+    results, _ = checker.check(write(tmp_path, run))
+    assert results[7].violations == 1
+    assert "r1 tree 30 beat at 1.500s while tree 20 (r0) beat until 1.700s" in results[7].examples
+
+
+def test_a_write_by_a_deposed_tree_is_flagged(tmp_path: Path) -> None:
+    run = with_runners()
+    run["etcd.jsonl"].append({"rev": 33, "type": "put", "key": "chaos-run-register",
+                              "value": "20:r0:2", "create": 21})  # fmt: skip
+    run["r0.jsonl"].append({"ev": "try", "token": 20, "value": "20:r0:2", "t": 100.9})
+    results, _ = checker.check(write(tmp_path, run))
+    assert results[7].violations == 1
+    assert "rev 33: 20:r0:2 written while token None led" in results[7].examples[0]

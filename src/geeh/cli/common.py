@@ -40,7 +40,8 @@ CLOSE_AFTER_LOSS_TIMEOUT = 0.5
 EXIT_CODES_EPILOG = (
     """\
 exit status:
-  0    success; also a command stopped by SIGINT or SIGTERM after cleaning up
+  0    success; also a command stopped by SIGINT, SIGTERM, SIGHUP or SIGQUIT after
+       cleaning up
   1    general error; `geeh leader`: the election has no leader
   2    usage error
   3    leadership lost, or the candidacy before it: our lease expired or was
@@ -150,7 +151,7 @@ class CandidacyLost(Exception):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived while waiting for something else."""
+    """A stop signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT) arrived while waiting for something."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -158,13 +159,16 @@ class Interrupted(Exception):
 
 
 class Signals:
-    """SIGINT and SIGTERM, delivered to asyncio code instead of killing the process.
+    """Stop signals, delivered to asyncio code instead of killing the process.
+
+    SIGINT and SIGTERM; SIGHUP (a closed terminal or ssh session) and SIGQUIT too, handled
+    like SIGTERM: a command stopped by any of them cleans up (resigns) before it exits.
 
     ``first`` is the first signal received (or None); callbacks added with ``add_callback``
     run at it; ``next()`` returns each signal in turn (for forwarding them to a child).
     """
 
-    HANDLED = (signal.SIGINT, signal.SIGTERM)
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
     def __init__(self) -> None:
         self.first: int | None = None
@@ -235,8 +239,15 @@ async def unless_stopped(aw: Awaitable[T], signals: Signals) -> T:
 
 
 @contextlib.asynccontextmanager
-async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator[Client]:
+async def connected(
+    args: argparse.Namespace,
+    signals: Signals,
+    *,
+    close_within: Callable[[], float] = lambda: CLOSE_TIMEOUT,
+) -> AsyncIterator[Client]:
     """A connected Client for the command's endpoints; closed (bounded in time) on exit.
+
+    ``close_within()`` is asked at exit how long the close may take.
 
     ``args.connection`` holds the settings, resolved by :func:`resolve_connection` before
     the event loop started. With --metrics-addr, its metrics are served until then; with
@@ -258,7 +269,7 @@ async def connected(args: argparse.Namespace, signals: Signals) -> AsyncIterator
                 await unless_stopped(client.connect(), signals)
                 yield client
         finally:
-            await close_client(client, CLOSE_TIMEOUT)
+            await close_client(client, close_within())
 
 
 async def close_client(client: Client, timeout: float) -> None:

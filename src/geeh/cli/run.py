@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import socket
+import time
 from typing import Any
 
 from ..errors import GeehError
 from ..leadership import Leadership
 from ..session import now, safety_margin
 from .common import (
-    CLOSE_AFTER_LOSS_TIMEOUT,
+    CLOSE_TIMEOUT,
     EXIT_CODES_EPILOG,
     EXIT_LOST,
     EXIT_USAGE,
@@ -23,34 +25,48 @@ from .common import (
     Signals,
     add_connection_options,
     as_bytes,
-    close_client,
     connected,
     endpoints_from,
     error,
     positive_float,
 )
-from .elect import add_ttl_option, campaign, resign
+from .elect import add_ttl_option, campaign
 from .health import add_health_option
 from .metrics import add_metrics_option
+from .proctree import CommandTree
 
 # Default --grace, as a share of the TTL: SIGTERM goes this long before the local deadline,
 # so it must leave room for a missed keepalive or two (TTL/3 apart) before it fires.
 GRACE_SHARE = 0.2
 MAX_GRACE_SHARE = 1 / 3
+# Once CMD's tree is gone after a loss (or a risk of one), resigning and closing together get
+# this long: a single bound, so that a supervisor waiting on geeh is not kept waiting by an
+# etcd that does not answer. Our key goes with its lease anyway.
+EXIT_AFTER_LOSS = 1.0
+# How often the watchdog hears the lease's local deadline (only ever later than it knew).
+DEADLINE_FEED = 0.1
+# Signals passed on to CMD as they are; a hang-up or quit asks CMD to stop (SIGTERM).
+PASSED_ON = (signal.SIGINT, signal.SIGTERM)
 
 RUN_DESCRIPTION = """\
 Run CMD only while leader of election NAME:
   - campaign with --value V (default: HOSTNAME:PID); once elected, start CMD;
   - when CMD exits: resign, and exit with CMD's status;
   - when leadership may be lost (no keepalive answered and the lease could expire on etcd
-    within --grace seconds): SIGTERM to CMD, then SIGKILL at the local deadline, which is
+    within --grace seconds): SIGTERM to CMD's tree, SIGKILL at the local deadline, which is
     before etcd can let anyone else lead; exit 3;
   - when leadership is lost outright (our lease revoked or key deleted from outside):
-    SIGTERM to CMD, SIGKILL after the lesser of --grace and the safety margin; exit 3;
-  - SIGINT and SIGTERM sent to geeh go to CMD first; geeh resigns once CMD has exited.
+    SIGTERM to CMD's tree, SIGKILL after the lesser of --grace and the safety margin; exit 3;
+  - SIGINT and SIGTERM sent to geeh go to CMD's whole tree (SIGHUP and SIGQUIT go as
+    SIGTERM), then SIGKILL after --grace; geeh resigns once the tree is gone;
+  - whenever CMD exits, whatever it started and left running gets SIGTERM, then SIGKILL
+    after --grace; geeh resigns only once nothing of CMD's tree is left;
+  - if geeh itself dies (SIGKILL, a crash), CMD's whole tree gets SIGTERM at once, and
+    SIGKILL after --grace; if geeh is frozen (SIGSTOP), the tree is stopped by the lease's
+    local deadline all the same.
 
-CMD runs in a process group of its own, so a terminal's Ctrl-C reaches it once (through
-geeh) and a loss of leadership stops whatever CMD started too. CMD's environment has:
+CMD runs in a process group of its own, under a small watchdog process that finds every
+process CMD starts, also one that double-forks or calls setsid (Linux). CMD's environment has:
   GEEH_ELECTION        the election name
   GEEH_LEADER_KEY      our candidate key
   GEEH_FENCING_TOKEN   the key's create revision; guard writes with it
@@ -103,41 +119,74 @@ async def run_while_leader(args: argparse.Namespace, signals: Signals) -> int:
         error(args.prog, f"--grace {args.grace:g} is over TTL/3 ({args.ttl * MAX_GRACE_SHARE:g})")
         return EXIT_USAGE
     value = args.value if args.value is not None else f"{socket.gethostname()}:{os.getpid()}"
+    bound = ExitBound()
     try:
-        async with connected(args, signals) as client:
+        async with connected(args, signals, close_within=bound.left) as client:
             election = client.election(as_bytes(args.name))
             leadership = await campaign(args, election, as_bytes(value), signals)
             if signals.first is not None:  # elected just as a stop arrived
-                await resign(args.prog, leadership)
+                bound.begin(CLOSE_TIMEOUT)
+                await resign(args.prog, leadership, bound)
                 raise Interrupted(signals.first)
-            status = await run_child(args, leadership, signals)
-            if status == EXIT_LOST:
-                await close_client(client, CLOSE_AFTER_LOSS_TIMEOUT)
-            return status
+            return await run_child(args, leadership, signals, bound)
     except Interrupted as stop:
         return 128 + stop.signum  # CMD never ran
 
 
-async def run_child(args: argparse.Namespace, leadership: Leadership, signals: Signals) -> int:
-    """Start CMD now that we lead, and supervise it; resign when it is done."""
+class ExitBound:
+    """One time limit on everything geeh does after CMD's tree is gone: resign, then close."""
+
+    def __init__(self) -> None:
+        self._until: float | None = None
+
+    def begin(self, seconds: float) -> None:
+        if self._until is None:
+            self._until = time.monotonic() + seconds
+
+    def left(self) -> float:
+        if self._until is None:
+            return CLOSE_TIMEOUT
+        return max(0.0, self._until - time.monotonic())
+
+
+async def resign(prog: str, leadership: Leadership, bound: ExitBound) -> None:
+    """Resign within what is left of the bound; say so if that fails."""
+    try:
+        async with asyncio.timeout(bound.left()):
+            await leadership.resign()
+    except Exception as err:
+        error(
+            prog,
+            f"could not resign ({str(err) or 'timed out'}); the key goes when its lease "
+            f"expires (within {leadership.session.ttl}s)",
+        )
+
+
+async def run_child(
+    args: argparse.Namespace, leadership: Leadership, signals: Signals, bound: ExitBound
+) -> int:
+    """Start CMD now that we lead, and supervise it; resign when its tree is gone."""
     if args.grace is None:
         args.grace = leadership.session.ttl * GRACE_SHARE
     if not leadership.is_leader:  # lost while we got ready: CMD must not start
         error(args.prog, f"lost leadership of {args.name} before CMD started")
         return EXIT_LOST
     try:
-        child = await asyncio.create_subprocess_exec(
-            *args.command, env=child_environment(args, leadership), process_group=0
+        tree = await CommandTree.start(
+            args.command, child_environment(args, leadership), args.grace
         )
     except OSError as err:
         error(args.prog, f"cannot run {args.command[0]}: {err.strerror or err}")
-        await resign(args.prog, leadership)
-        return 127 if isinstance(err, FileNotFoundError) else 126
+        bound.begin(CLOSE_TIMEOUT)
+        await resign(args.prog, leadership, bound)
+        return 127 if err.errno == errno.ENOENT else 126
     try:
-        return await supervise(args, leadership, child, signals)
+        return await supervise(args, leadership, tree, signals, bound)
     finally:
-        if child.returncode is None:  # we are failing: never leave CMD running unled
-            await stop_child(child, kill_margin(leadership, args.grace))
+        if not tree.done:  # we are failing: never leave CMD running unled
+            tree.stop(kill_margin(leadership, args.grace))
+        tree.close()  # from here on, the watchdog stops the tree by itself if we die
+        await tree.wait()
 
 
 def child_environment(args: argparse.Namespace, leadership: Leadership) -> dict[str, str]:
@@ -166,52 +215,88 @@ def child_environment(args: argparse.Namespace, leadership: Leadership) -> dict[
 async def supervise(
     args: argparse.Namespace,
     leadership: Leadership,
-    child: asyncio.subprocess.Process,
+    tree: CommandTree,
     signals: Signals,
+    bound: ExitBound,
 ) -> int:
-    """Wait for CMD to exit, leadership to be lost, or signals to pass on to CMD."""
-    exited = asyncio.ensure_future(child.wait())
+    """Wait for CMD's tree to end, leadership to be lost, or signals to pass on to CMD."""
+    gone = asyncio.ensure_future(tree.wait())
     lost = asyncio.ensure_future(leadership.lost.wait())
     risk = asyncio.ensure_future(at_risk(leadership, args.grace))
+    feed = asyncio.ensure_future(feed_deadline(leadership, tree))
+    stopping = False  # a stop signal came: the tree is being stopped
     try:
         while True:
             received = asyncio.ensure_future(signals.next())
             try:
                 await asyncio.wait(
-                    {exited, lost, risk, received}, return_when=asyncio.FIRST_COMPLETED
+                    {gone, lost, risk, feed, received}, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
                 received.cancel()
-            if exited.done():
-                status = exit_status(exited.result())
-                if not leadership.lost.is_set():
-                    await resign(args.prog, leadership)
-                return status
+            if feed.done():
+                feed.result()  # it runs until cancelled: this raises its error
+            if gone.done():  # CMD exited, and the rest of its tree is gone too
+                if leadership.is_leader and now() < leadership.session.deadline:
+                    bound.begin(CLOSE_TIMEOUT)
+                    await resign(args.prog, leadership, bound)
+                    return gone.result()
+                # Also when the watchdog stopped the tree by the deadline while we were frozen.
+                bound.begin(EXIT_AFTER_LOSS)
+                reason = leadership.lost.reason if leadership.lost.is_set() else "lease expiry"
+                error(
+                    args.prog,
+                    f"lost leadership of {args.name}: {reason or 'lease expiry'}; "
+                    f"{args.command[0]} (pid {tree.pid}) was stopped by then",
+                )
+                return EXIT_LOST
             if risk.done() and not lost.done():
                 error(
                     args.prog,
                     f"leadership of {args.name} at risk: no keepalive answered, the lease "
-                    f"may expire in {args.grace:g}s; stopping {args.command[0]} (pid {child.pid})",
+                    f"may expire in {args.grace:g}s; stopping {args.command[0]} (pid {tree.pid})",
                 )
                 # SIGKILL at the local deadline: before etcd can expire the lease.
-                await stop_child(child, max(0.0, leadership.session.deadline - now()))
-                with contextlib.suppress(GeehError):  # it expires by itself if this fails
-                    await leadership.resign(timeout=1.0)
+                tree.stop(max(0.0, leadership.session.deadline - now()))
+                await gone
+                bound.begin(EXIT_AFTER_LOSS)
+                with contextlib.suppress(GeehError, TimeoutError):  # it expires anyway
+                    async with asyncio.timeout(bound.left()):
+                        await leadership.resign()
                 return EXIT_LOST
             if lost.done():
                 error(
                     args.prog,
                     f"lost leadership of {args.name}: {leadership.lost.reason}; "
-                    f"stopping {args.command[0]} (pid {child.pid})",
+                    f"stopping {args.command[0]} (pid {tree.pid})",
                 )
-                await stop_child(child, kill_margin(leadership, args.grace))
+                tree.stop(kill_margin(leadership, args.grace))
+                await gone
+                bound.begin(EXIT_AFTER_LOSS)
                 return EXIT_LOST
             if received.done() and not received.cancelled():
-                signal_group(child, received.result())
+                signum = received.result()
+                signum = signum if signum in PASSED_ON else signal.SIGTERM
+                if stopping:
+                    tree.signal(signum)  # a second Ctrl-C reaches CMD too
+                else:  # to the whole tree; SIGKILL after --grace: the exit is bounded
+                    tree.stop(args.grace, signum)
+                    stopping = True
     finally:
-        exited.cancel()
-        lost.cancel()
-        risk.cancel()
+        for task in (gone, lost, risk, feed):
+            task.cancel()
+
+
+async def feed_deadline(leadership: Leadership, tree: CommandTree) -> None:
+    """Keep the watchdog told of the local deadline: it stops the tree by then even if we
+    cannot (frozen by SIGSTOP, say)."""
+    told = None
+    while True:
+        deadline = leadership.session.deadline
+        if deadline != told:
+            tree.set_deadline(deadline)
+            told = deadline
+        await asyncio.sleep(DEADLINE_FEED)
 
 
 async def at_risk(leadership: Leadership, grace: float) -> None:
@@ -226,24 +311,3 @@ async def at_risk(leadership: Leadership, grace: float) -> None:
 def kill_margin(leadership: Leadership, grace: float) -> float:
     """After an outright loss, another leader may exist already: not more than the margin."""
     return min(grace, safety_margin(leadership.session.ttl))
-
-
-def exit_status(returncode: int) -> int:
-    """A shell's view of a child's status: 128+N when killed by signal N."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def signal_group(child: asyncio.subprocess.Process, signum: int) -> None:
-    # CMD leads its own process group (process_group=0): signal everything it started.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, signum)
-
-
-async def stop_child(child: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM CMD's process group, then SIGKILL whatever is left after ``grace`` seconds."""
-    signal_group(child, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(child.wait(), grace)
-    # Also after CMD itself exited: nothing it started may outlive our leadership.
-    signal_group(child, signal.SIGKILL)
-    await child.wait()
