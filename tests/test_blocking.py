@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 from support.kv import joined, revoke
 
 import geeh
+from geeh.session import now
 from geeh.testing import LocalEtcdCluster
 
 
@@ -18,6 +21,15 @@ def next_change(changes: queue.Queue[tuple[str, str]], what: str) -> tuple[str, 
         return changes.get(timeout=5)
     except queue.Empty:
         pytest.fail(f"timed out after 5s waiting for {what}")
+
+
+def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``check`` from this (blocking) thread; fail naming ``what`` after ``timeout``."""
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
 
 
 def test_join_and_watch_like_the_seed(etcd: LocalEtcdCluster, name: str) -> None:
@@ -142,6 +154,42 @@ def test_elected_is_cleared_on_loss_and_a_new_campaign_can_start(
         assert again is not first
         assert again.result(timeout=5) and election.elected
         election.resign()
+
+
+def test_elected_read_while_the_loop_is_stalled_past_the_deadline_is_false(
+    etcd: LocalEtcdCluster, name: str
+) -> None:
+    """``elected`` is read on the caller's thread: past the session's deadline it is False
+    at once, even while the loop cannot run, and the read never touches the loop's objects
+    (it used to expire the session from there: "no running event loop", which crashed beat).
+    """
+    with geeh.ActiveCompletionQueue() as q:
+        client = q.client(etcd.endpoints)
+        election = geeh.LeaderElection(q, client, name, "v", ttl=1)
+        assert election.campaign().result(timeout=5) and election.elected
+        leadership = election.leadership
+        assert leadership is not None
+        stalled, release = threading.Event(), threading.Event()
+
+        def stall() -> None:  # a callback that blocks the loop: no keepalive, no timer
+            stalled.set()
+            release.wait(10)
+
+        q.loop.call_soon_threadsafe(stall)
+        try:
+            assert stalled.wait(5), "the loop did not run the stall"
+            deadline = leadership.session.deadline  # only the loop moves it: fixed now
+            until(lambda: now() >= deadline, 5, "the session's deadline to pass")
+            assert election.elected is False
+            assert not leadership.is_leader and not leadership.session.alive
+        finally:
+            release.set()
+        assert election.wait_lost(timeout=5), "the loop did not signal the loss"
+
+        async def reason() -> BaseException | None:
+            return leadership.lost.reason
+
+        assert isinstance(q.call(reason()), geeh.SessionExpired)
 
 
 def test_a_call_that_times_out_cancels_its_operation() -> None:

@@ -202,6 +202,7 @@ def test_queue_from_before_fork_raises_forked_error(
             errors = []
             for call in (
                 election.campaign,
+                lambda: election.elected,
                 lambda: election.proclaim("child"),
                 lambda: election.put(f"{name}-data", "child"),
                 lambda: election.on_lost(print),
@@ -221,7 +222,7 @@ def test_queue_from_before_fork_raises_forked_error(
             return {"errors": errors}
 
         result = run_forked(tmp_path, child)
-        assert len(result["errors"]) == 8
+        assert len(result["errors"]) == 9
         for error in result["errors"]:
             assert error.startswith("ForkedError: "), result["errors"]
             assert f"created in process {parent}" in error

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import pytest
@@ -100,6 +101,34 @@ async def test_lost_read_first_is_as_exact_as_is_leader() -> None:
     assert not leadership.is_leader and not leadership.session.alive
     with pytest.raises(geeh.NotLeader):
         await leadership.proclaim(b"x")
+    await core.close()
+
+
+async def test_a_deadline_read_off_the_loop_reads_lost_and_the_loop_expires() -> None:
+    """A blocking caller's thread (LeaderElection.elected, Celery beat's tick) reads while
+    the loop is stuck: it must see the loss at once and never act on the loop's objects."""
+    core, _, _ = fake_core()
+    leadership = fake_leadership(core, await fake_session(core, ttl=30))
+    loop_thread = threading.current_thread()
+    ended_on: list[threading.Thread] = []
+    leadership.lost.add_callback(lambda reason: ended_on.append(threading.current_thread()))
+    leadership.session.deadline = now() - 0.001  # passed, and no loop step since
+    read: list[object] = []
+
+    def read_from_another_thread() -> None:
+        try:
+            read.append((leadership.is_leader, leadership.session.alive))
+        except BaseException as err:  # the bug: "RuntimeError: no running event loop"
+            read.append(err)
+
+    reader = threading.Thread(target=read_from_another_thread)
+    reader.start()
+    reader.join()  # on the loop's thread: the loop cannot run until the read is done
+    assert read == [(False, False)], "off the loop a passed deadline reads as lost"
+    assert ended_on == [], "the loss was signalled off the loop's thread"
+    reason = await within(leadership.lost.wait(), 5, "the loop to signal the loss")
+    assert isinstance(reason, geeh.SessionExpired)
+    assert ended_on == [loop_thread]
     await core.close()
 
 

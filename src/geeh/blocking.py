@@ -127,8 +127,14 @@ class LeaderElection:
 
     @property
     def elected(self) -> bool:
-        """True while this candidate leads; cleared as soon as leadership is lost."""
-        return self._leadership is not None and self._leadership.is_leader
+        """True while this candidate leads; cleared as soon as leadership is lost.
+
+        Read on the caller's thread, without waiting for the loop: past the session's
+        deadline it is False at once, even while the loop is busy.
+        """
+        self._queue.check_fork()  # a forked child's copy of the term is the parent's
+        leadership = self._leadership
+        return leadership is not None and leadership.is_leader
 
     @property
     def key(self) -> str:

@@ -93,7 +93,8 @@ class _Terms(Listener):
 
     def current(self) -> tuple[Leadership, datetime.datetime] | None:
         """The oldest term still led (``is_leader`` reads the session's deadline: exact)."""
-        terms = [(lead, since) for lead, since in self.held.values() if lead.is_leader]
+        # A snapshot (list() holds the GIL): the loop may change it while another thread asks.
+        terms = [(lead, since) for lead, since in list(self.held.values()) if lead.is_leader]
         return min(terms, key=lambda term: term[1]) if terms else None
 
 

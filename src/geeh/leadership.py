@@ -114,7 +114,11 @@ class Leadership:
 
     @property
     def is_leader(self) -> bool:
-        """True while we lead: not lost, not resigned, and the session's deadline is ahead."""
+        """True while we lead: not lost, not resigned, and the session's deadline is ahead.
+
+        Safe from any thread: off the event loop's it only reads (a passed deadline reads as
+        lost at once; the loop signals the loss on its next step).
+        """
         return not self.lost.is_set()
 
     # -- how it ends -------------------------------------------------------------------------

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Generator
 from typing import Any
 
 log = logging.getLogger("geeh")
+
+# Per thread: the signals it is polling now. A poll may set its own signal, which must not
+# poll again on that thread; another thread's read must not be turned away meanwhile.
+_polling = threading.local()
 
 
 class LossSignal:
@@ -19,32 +24,39 @@ class LossSignal:
 
     Reading it is exact at any moment: a local deadline that has passed sets it as soon as
     anyone looks (``poll``), not one event-loop step later, so that ``is_leader``, ``lost``
-    and the reason always agree.
+    and the reason always agree. :meth:`is_set` may be read from any thread: off the event
+    loop's thread a passed deadline reads as set at once, and the loop sets the signal (and
+    its :attr:`reason`) on its next step. Everything else belongs to the loop's thread.
     """
 
-    def __init__(self, poll: Callable[[], object] | None = None) -> None:
+    def __init__(self, poll: Callable[[], bool] | None = None) -> None:
         # Not an asyncio.Event: its deque costs 0.7 KiB per leadership, and a client may hold
         # thousands; waiters are rare, so a list of futures made on demand is enough.
         self._set = False
         self._waiters: list[asyncio.Future[None]] = []
         self._reason: BaseException | None = None
         self._callbacks: list[Callable[[BaseException | None], None]] = []
+        # poll() says whether a deadline has ended it; on the loop's thread it also sets it.
         self._poll = poll
-        self._polling = False
 
-    def _check(self) -> None:
-        # Why the flag: the poll may set this very signal, which must not poll again.
-        if self._poll is not None and not self._polling and not self._set:
-            self._polling = True
-            try:
-                self._poll()
-            finally:
-                self._polling = False
+    def _check(self) -> bool:
+        if self._set:
+            return True
+        if self._poll is None:
+            return False
+        mine: set[int] = _polling.__dict__.setdefault("signals", set())
+        if id(self) in mine:
+            return False
+        mine.add(id(self))
+        try:
+            ended = self._poll()
+        finally:
+            mine.discard(id(self))
+        return ended or self._set
 
     def is_set(self) -> bool:
-        """True once the thing it guards has ended."""
-        self._check()
-        return self._set
+        """True once the thing it guards has ended (from any thread: see the class)."""
+        return self._check()
 
     @property
     def reason(self) -> BaseException | None:

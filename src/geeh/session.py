@@ -17,6 +17,7 @@ not linger for a TTL after a link heals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -51,6 +52,14 @@ else:  # pragma: no cover - not Linux
     def now() -> float:
         """The sessions' clock: monotonic (this platform has no CLOCK_BOOTTIME)."""
         return time.monotonic()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class Pause:
@@ -101,6 +110,8 @@ class Session:
         self.ttl = ttl
         self.expired = LossSignal(poll=self._poll)
         self.deadline = confirmed_at + ttl - safety_margin(ttl)  # on the clock now()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set once started: the owner
+        self._expiry_asked = False  # another thread saw the deadline pass: the loop expires
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._release: asyncio.Task[None] | None = None
@@ -139,8 +150,9 @@ class Session:
         return session
 
     def _start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._arm_timer()
-        self._task = asyncio.get_running_loop().create_task(
+        self._task = self._loop.create_task(
             self._keepalive(), name=f"geeh-keepalive-{self.lease:x}"
         )
 
@@ -166,14 +178,27 @@ class Session:
         if not self.expired.is_set():  # polls the deadline: expires the session if it passed
             self._arm_timer()
 
-    def _poll(self) -> None:
-        if now() >= self.deadline:
+    def _poll(self) -> bool:
+        """Whether the deadline has passed; on the loop's thread, expire the session if so.
+
+        Any thread may ask (a blocking caller's ``elected``): off the loop's thread this only
+        reads the deadline and leaves the expiry, which touches the loop's objects, to it.
+        """
+        if now() < self.deadline:
+            return False
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
             self._expire(
                 SessionExpired(
                     f"lease {self.lease:x}: no keepalive answered in time; "
                     "it may expire on etcd any moment, so it is treated as lost"
                 )
             )
+        elif not self._expiry_asked:
+            self._expiry_asked = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs on it
+                loop.call_soon_threadsafe(self.expired.is_set)
+        return True
 
     def _expire(self, reason: SessionExpired, *, gone: bool = False) -> None:
         if self.expired.set(reason):

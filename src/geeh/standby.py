@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .client import Client
 from .completion_queue import ActiveCompletionQueue
-from .errors import ClosedError, GeehError, Timeout
+from .errors import ClosedError, GeehError
 from .keys import show
 from .leadership import Leadership
 from .net.retry import Backoff
@@ -28,9 +28,6 @@ from .tasks import stop
 log = logging.getLogger("geeh.standby")
 
 T = TypeVar("T")
-
-# How long current() waits for the loop to answer.
-CHECK_TIMEOUT = 2.0
 
 
 class Standby:
@@ -93,18 +90,9 @@ class Standby:
             log.info("no longer leading %s; standing by", show(leadership.name))
 
     def current(self) -> Leadership | None:
-        """The leadership while we lead, else None; from any thread but the loop's.
-
-        Asked on the loop: reading a leadership polls its session's deadline, which only
-        the loop's thread may act on. A loop that does not answer within CHECK_TIMEOUT
-        counts as not leading.
-        """
-        try:
-            return self._queue.call(self._leading(), timeout=CHECK_TIMEOUT)
-        except (Timeout, ClosedError):
-            return None
-
-    async def _leading(self) -> Leadership | None:
+        """The leadership while we lead, else None; from any thread (``is_leader`` reads the
+        session's deadline without acting on the loop's objects)."""
+        self._queue.check_fork()  # a forked child's copy of a term is the parent's, not ours
         leadership = self._leadership
         return leadership if leadership is not None and leadership.is_leader else None
 

@@ -190,20 +190,9 @@ class LeaderScheduler:
     @property
     def leadership(self) -> Leadership | None:
         """The current term while leading, else None (for fenced writes in jobs: ``put``,
-        ``txn``). Off the client's loop (a job's thread) it is not checked against the
-        session's deadline, which only the loop may act on: the fenced write checks."""
+        ``txn``); from any thread, a job's too."""
         leadership = self._leadership
-        if leadership is None:
-            return None
-        if self._on_loop() and not leadership.is_leader:
-            return None
-        return leadership
-
-    def _on_loop(self) -> bool:
-        try:
-            return asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            return False
+        return leadership if leadership is not None and leadership.is_leader else None
 
     # -- life cycle ----------------------------------------------------------------------------
 
