@@ -22,6 +22,7 @@ refused in the same words). Only a member-level answer ("no leader") moves the s
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -185,6 +186,9 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         self._watches: dict[int, Watch] = {}
         self._ids = itertools.count(1)
         self._opens = 0
+        # The IDs of the watches created on the current stream and not yet answered, in
+        # order: etcd answers creates in order, and etcd 3.4 refuses one with watch ID -1.
+        self._unanswered: collections.deque[int] = collections.deque()
 
     def watch(
         self,
@@ -205,7 +209,8 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         w = Watch(self, key, range_end, start_revision, filters, queue)
         w.watch_id = next(self._ids)
         self._watches[w.watch_id] = w
-        self.send(_create(w))
+        if self.send(_create(w)):
+            self._unanswered.append(w.watch_id)
         return w
 
     def _remove(self, w: Watch) -> None:
@@ -222,8 +227,10 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
             self._transport.events.watch_resumed(self._transport.endpoint, len(self._watches))
         # Newest first: etcd confirms re-created watches one by one, and the newest are the
         # ones a hand-off waits on (a waiting candidate's watch is renewed at each hand-off).
+        self._unanswered.clear()
         for w in reversed(self._watches.values()):
             self.send(_create(w))
+            self._unanswered.append(w.watch_id)
 
     async def watchdog(self, endpoint: str) -> None:
         """Raise ConnectionError if the member stays silent after a progress request."""
@@ -252,10 +259,19 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
                 )
 
     def received(self, response: rpc.WatchResponse) -> None:
-        w = self._watches.get(response.watch_id)
+        watch_id = response.watch_id
+        if response.created and self._unanswered:
+            answered = self._unanswered.popleft()
+            if watch_id == -1:
+                watch_id = answered  # a refusal naming no watch (etcd 3.4): the oldest create
+        w = self._watches.get(watch_id)
         if response.canceled:
-            self._cancelled(w, response)
-            return
+            if w is not None:
+                self._cancelled(w, response)
+            elif watch_id == -1 and _refused(response):
+                # Names no watch and answers no create of ours: the stream's token expired.
+                raise StreamUnauthenticated(f"watch refused: {response.cancel_reason}")
+            return  # the answer to our own cancel
         if w is None:
             return  # cancelled by us, or a progress notification
         if response.created:
@@ -266,15 +282,10 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
             w.next_revision = events[-1].kv.mod_revision + 1
             w._deliver(Batch(response.header.revision, events))
 
-    def _cancelled(self, w: Watch | None, response: rpc.WatchResponse) -> None:
+    def _cancelled(self, w: Watch, response: rpc.WatchResponse) -> None:
         """etcd ended a watch: end it with the reason, or leave the member if it is at fault."""
         reason = response.cancel_reason
-        refused = "permission denied" in reason or "invalid auth token" in reason
-        if w is None:
-            if refused and response.watch_id == -1:
-                # etcd 3.4 refuses an expired token with watch ID -1, naming no watch.
-                raise StreamUnauthenticated(f"watch refused: {reason}")
-            return  # the answer to our own cancel
+        refused = _refused(response)
         if response.compact_revision:
             self._end(w, Compacted(response.compact_revision))
         elif refused and self._transport.auth is not None:
@@ -312,6 +323,11 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         if not self._closed:
             self._end_all(ClosedError("the client is closed"))
         await super().close()
+
+
+def _refused(response: rpc.WatchResponse) -> bool:
+    reason = response.cancel_reason
+    return "permission denied" in reason or "invalid auth token" in reason
 
 
 def _create(w: Watch) -> rpc.WatchRequest:

@@ -70,6 +70,7 @@ class FakeEtcd:
         # an expired token.
         self.denied: set[bytes] = set()
         self.expired: set[str] = set()
+        self.anonymous_refusals = False  # etcd 3.4: a refusal carries watch ID -1
         self.tokens = 0  # Authenticate requests answered
 
     # -- the store ---------------------------------------------------------------------------
@@ -336,7 +337,7 @@ class FakeEtcd:
             call.responses.put_nowait(
                 rpc_pb2.WatchResponse(
                     header=self._header(),
-                    watch_id=create.watch_id,
+                    watch_id=-1 if self.anonymous_refusals else create.watch_id,
                     created=True,
                     canceled=True,
                     cancel_reason="etcdserver: permission denied",
