@@ -10,6 +10,9 @@
 5. liveness: the longest time without a successful write, and whether faults explain it.
 6. leftovers: no candidate key and no lease is left after the workers stop.
 7. processes: no traceback in any process's output, no unexpected exit, clean stops.
+8. rbac: while read on one election is revoked and restored (chaos/rbac.py), the observers of
+   the lane's other elections, on the same client, see every leader, in order, each within
+   LAG seconds; the observer of the revoked election ends with a permission error.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .history import Record, read
+from .rbac import REVOKED
 
 ELECTION_PREFIX = "chaos-election/"
 REGISTER = "chaos-register"
 # A stretch without progress is a violation when no fault explains this much of it.
 UNEXPLAINED = 2.0
+# How late an observer of a permitted election may report a leader (rbac lane).
+LAG = 5.0
 
 
 @dataclass
@@ -200,7 +206,11 @@ def liveness(run: RunFiles) -> Result:
     marks = [run.began, *(t for t in ends if run.began <= t <= run.stopped), run.stopped]
     gaps = sorted(((b - a, a, b) for a, b in itertools.pairwise(marks)), reverse=True)
     allowance = 2 * run.ttl + 5  # recovery after a fault: lease expiry, etcd elections
-    windows = sorted((f["start"] - 0.5, f["end"] + allowance) for f in run.faults)
+    windows = sorted(
+        (f["start"] - 0.5, f["end"] + allowance)
+        for f in run.faults
+        if f.get("lane") != "rbac"  # an etcd of its own: it explains nothing here
+    )
     result = Result("5. liveness", 0, "no successful write at all")
     for length, a, b in gaps:
         uncovered, cursor = 0.0, a
@@ -250,6 +260,39 @@ def processes(run: RunFiles) -> Result:
     return result
 
 
+def rbac(run: RunFiles) -> Result:
+    records = read(run.dir / "rbac.jsonl")
+    result = Result("8. rbac", 0, "no rbac lane in this run")
+    if not records:
+        return result
+    revocations = [f for f in run.faults if f["kind"] == "revoke-read"]
+    writes = [r for r in records if r["ev"] == "wrote"]
+    result.summary = f"{len(revocations)} revocations, {len(writes)} leaders written"
+    for election in sorted({w["election"] for w in writes} - {REVOKED}):
+        seen = [
+            r
+            for r in records
+            if r["ev"] == "leader" and r["election"] == election and r["value"] is not None
+        ]
+        pos = 0
+        for w in (w for w in writes if w["election"] == election):
+            found = next((i for i in range(pos, len(seen)) if seen[i]["value"] == w["value"]), None)
+            if found is None:
+                result.add(f"{election}: leader {w['value']} (at {run.at(w['t'])}) never observed")
+                continue
+            late = seen[found]["t"] - w["t"]
+            if late > LAG:
+                result.add(f"{election}: leader {w['value']} observed {late:.1f}s late")
+            pos = found + 1
+    refusals = [r["t"] for r in records if r["ev"] == "refused" and r["election"] == REVOKED]
+    for f in revocations:
+        if not any(f["start"] <= t <= f["end"] + 1.0 for t in refusals):
+            result.add(
+                f"{REVOKED}: no permission error while read was revoked at {run.at(f['start'])}"
+            )
+    return result
+
+
 def check(rundir: Path) -> tuple[list[Result], str]:
     """Every property's result, and a summary of the faults injected."""
     run = RunFiles(rundir)
@@ -257,7 +300,7 @@ def check(rundir: Path) -> tuple[list[Result], str]:
     faults = f"{len(run.faults)} faults: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
     if run.skipped:
         faults += f" ({run.skipped} skipped: no leading worker to pause)"
-    properties = (register, stale_actions, wins, observers, liveness, leftovers, processes)
+    properties = (register, stale_actions, wins, observers, liveness, leftovers, processes, rbac)
     return [prop(run) for prop in properties], faults
 
 

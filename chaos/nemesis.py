@@ -4,7 +4,9 @@ Two lanes run side by side, each one fault at a time, so never more than two fau
 active at once: the etcd lane (members killed and restarted, frozen past the TTL, two of
 three frozen; a single frozen member is a follower unless ``freeze_raft_leader``) and the
 workers lane (the leading worker frozen past its TTL, workers killed and restarted, links
-between a worker and a member black-holed, a worker cut off from every member). Each lane
+between a worker and a member black-holed, a worker cut off from every member). A third
+lane, on an etcd of its own with auth (chaos/rbac.py), revokes read on one election while
+its other elections are observed, and restores it. Each lane
 goes through its kinds in a shuffled order, all of them before any repeats. Targets named
 by role (the raft leader, the leading worker) are looked up when the fault starts;
 everything else, times included, comes from the seed.
@@ -23,9 +25,11 @@ from typing import Protocol
 from .cluster import LocalEtcdCluster, TcpProxy
 from .history import Log
 from .proc import Child
+from .rbac import RbacLane
 
 ETCD_KINDS = ("kill-member", "kill-raft-leader", "stop-member", "quorum-loss")
 WORKER_KINDS = ("pause-leader", "kill-worker", "blackhole-link", "partition-worker")
+RBAC_KINDS = ("revoke-read",)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ def _hold(rng: random.Random, kind: str, ttl: int) -> float:
         return rng.uniform(1.0, 5.0)
     if kind == "kill-worker":
         return rng.uniform(0.2, 3.0)
+    if kind == "revoke-read":
+        return rng.uniform(6.0, 9.0)  # longer than the checker's allowed lag
     if kind == "blackhole-link":
         return rng.uniform(1.0, ttl + 3.0)
     return rng.uniform(ttl + 0.5, ttl + 3.0)  # past the TTL: frozen or cut off
@@ -54,7 +60,7 @@ def schedule(seed: int, seconds: float, ttl: int) -> list[Fault]:
     longer one's with the same seed.
     """
     faults = []
-    for lane, kinds in (("etcd", ETCD_KINDS), ("workers", WORKER_KINDS)):
+    for lane, kinds in (("etcd", ETCD_KINDS), ("workers", WORKER_KINDS), ("rbac", RBAC_KINDS)):
         rng = random.Random(f"{seed}/{lane}")
         at = rng.uniform(2.0, 4.0)
         cycle: list[str] = []
@@ -76,6 +82,7 @@ class Rig(Protocol):
     workers: list[Child]
     proxies: list[list[TcpProxy]]  # [worker][member]
     members_down: set[int]  # members the nemesis keeps down on purpose
+    rbac: RbacLane | None
 
     async def leading_worker(self) -> int | None: ...
 
@@ -105,7 +112,7 @@ class Nemesis:
 
     async def run(self, faults: list[Fault], began: float) -> None:
         """Run both lanes until each has injected and healed all its faults."""
-        lanes = [[f for f in faults if f.lane == lane] for lane in ("etcd", "workers")]
+        lanes = [[f for f in faults if f.lane == lane] for lane in ("etcd", "workers", "rbac")]
         async with asyncio.TaskGroup() as group:
             for lane in lanes:
                 group.create_task(self._lane(lane, began))
@@ -240,3 +247,16 @@ class Nemesis:
     async def _partition_worker(self, f: Fault) -> tuple[str, Heal]:
         i, label = await self._worker(f.picks[0], f.picks[1], 0.8)
         return f"{label} <-> all members", self._blackhole(self.rig.proxies[i])
+
+    # -- rbac lane ------------------------------------------------------------------------
+
+    async def _revoke_read(self, f: Fault) -> tuple[str, Heal]:
+        lane = self.rig.rbac
+        if lane is None:
+            raise RuntimeError("no rbac lane in this run")
+        await asyncio.to_thread(lane.revoke)
+
+        async def heal() -> None:
+            await asyncio.to_thread(lane.restore)
+
+        return "read on chaos-rbac-0", heal

@@ -45,7 +45,9 @@ class Child:
 
     def start(self) -> None:
         """Start it (only from the main thread: the parent-death signal follows that thread)."""
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        # The controller's own path after the root: children import the same geeh it does.
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
         with open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
                 self.argv,

@@ -35,7 +35,7 @@ def chaos(tmp_path: Path, *args: str) -> tuple[int, dict[int, int], str]:
 
 def test_correct_workers_pass(tmp_path: Path) -> None:
     code, counts, output = chaos(tmp_path)
-    assert counts == dict.fromkeys(range(1, 8), 0), output
+    assert counts == dict.fromkeys(range(1, 9), 0), output
     assert code == 0, output
 
 
