@@ -20,7 +20,7 @@ from support.wait import eventually, within
 
 import geeh
 from geeh.errors import Compacted
-from geeh.net.retry import AUTHENTICATE, RANGE
+from geeh.net.retry import AUTHENTICATE, RANGE, TXN
 
 USER = "svc"
 
@@ -31,12 +31,12 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeEtcd]:
         yield fake
 
 
-def client_of(*endpoints: str, auth: bool = True) -> geeh.Client:
+def client_of(*endpoints: str, auth: bool = True, timeout: float = 0.5) -> geeh.Client:
     credentials: dict[str, Any] = {"username": USER, "password": "pw"} if auth else {}
     return geeh.Client(
         list(endpoints) or ["fake:2379"],
         discover=False,
-        request_timeout=0.5,
+        request_timeout=timeout,
         attempt_timeout=0.2,
         **credentials,
     )
@@ -201,3 +201,15 @@ async def test_the_compaction_check_is_the_stream_itself(fake: FakeEtcd) -> None
         with pytest.raises(Compacted):
             await within(watch.next(), 5, "the watch to end")
         assert not [p for p, _ in fake.requests[before:] if p == RANGE.path]
+
+
+async def test_a_write_racing_a_role_change_is_sent_again(fake: FakeEtcd) -> None:
+    """Found by the chaos run's rbac lane: a write that etcd refuses, unapplied, because roles
+    changed between its arrival and its apply ("auth: revision in header is old") is sent
+    again after one re-authentication, instead of failing the campaign."""
+    async with client_of(timeout=5.0) as client:  # renewals are a second apart
+        fake.fail(TXN.path, grpc.StatusCode.UNKNOWN, "auth: revision in header is old")
+        leadership = await within(client.election("e").campaign(b"v", ttl=60), 5, "a win")
+        assert leadership.is_leader
+        assert fake.tokens == 2
+        await leadership.resign()
