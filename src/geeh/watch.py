@@ -301,8 +301,9 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
             )
         elif refused:
             self._end(w, PermissionDenied(f"watch on {show(w.key)} refused: {reason}"))
-        elif "no leader" in reason:
-            raise ConnectionError(f"watch cancelled by etcd: {reason}")
+        elif "no leader" in reason or not reason:
+            # The member's state, not this watch's: another member may serve it.
+            raise ConnectionError(f"watch cancelled by etcd: {reason or 'no reason given'}")
         else:
             self._end(w, EtcdError(f"watch on {show(w.key)} cancelled by etcd: {reason}"))
 
