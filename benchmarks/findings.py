@@ -498,7 +498,8 @@ def _switch_finding(data: dict[str, Any]) -> list[str]:
         "the hub makes no read before re-creating them (`src/geeh/watch.py` creates each "
         "watch one revision early, so etcd itself refuses a compacted one). What remains "
         "is etcd's: a watch created from a past revision is caught up by the server's "
-        "unsynced-watcher loop, which runs every 100 ms, so the successor learns of the Delete on that loop's next pass."
+        "unsynced-watcher loop, which runs every 100 ms, so the successor learns of the "
+        "Delete on that loop's next pass."
         + (
             f" Watch creations etcd had confirmed when the successor won, of those "
             f"re-created: {confirmed}."
