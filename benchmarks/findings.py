@@ -495,11 +495,11 @@ def _switch_finding(data: dict[str, Any]) -> list[str]:
         return [text, ""]
     return [
         head + "The delay does not grow with the number of watches: "
-        "`WatchHub.before_open()` (`src/geeh/watch.py`) checks the watches for compaction "
-        "oldest first and stops at the first read that passes (compaction is one global "
-        "revision), usually one read. What remains is etcd's: a watch created from a past "
-        "revision is caught up by the server's unsynced-watcher loop, which runs every "
-        "100 ms, so the successor learns of the Delete on that loop's next pass."
+        "the hub makes no read before re-creating them (`src/geeh/watch.py` creates each "
+        "watch one revision early, so etcd itself refuses a compacted one). What remains "
+        "is etcd's: a watch created from a past revision is caught up by the server's "
+        "unsynced-watcher loop, which runs every 100 ms, so the successor learns of the "
+        "Delete on that loop's next pass."
         + (
             f" Watch creations etcd had confirmed when the successor won, of those "
             f"re-created: {confirmed}."

@@ -29,6 +29,7 @@ from .cluster import LocalEtcdCluster, TcpProxy, find_etcdctl
 from .history import Log
 from .nemesis import Fault, Nemesis, schedule
 from .proc import Child, stop_all
+from .rbac import RbacLane
 
 ELECTION = "chaos-election"
 REGISTER = "chaos-register"
@@ -65,6 +66,8 @@ class Run:
         self.log = Log(self.dir / "controller.jsonl")
         self.client: geeh.Client | None = None
         self.members_down: set[int] = set()
+        self.rbac: RbacLane | None = None
+        self.observers_extra: list[Child] = []  # the rbac lane's process
 
     # -- the rig ----------------------------------------------------------------------------
 
@@ -123,6 +126,10 @@ class Run:
             self.observers.append(Child(f"o{j}", "chaos.observer", args, self.dir))
             self.observers[-1].start()
             await _wait_for(functools.partial(_has, out, "leader"), 30.0, f"report by o{j}")
+        self.rbac = RbacLane(self.dir, opts.etcd)
+        await asyncio.to_thread(self.rbac.start)
+        self.observers_extra = [self.rbac.spawn()]
+        await _wait_for(functools.partial(_has, self.dir / "rbac.jsonl", "wrote"), 30.0, "rbac")
         for i in range(opts.workers):
             links = ",".join(proxy.endpoint for proxy in self.proxies[i])
             args = [
@@ -189,6 +196,8 @@ class Run:
             with contextlib.suppress(TimeoutError):
                 await _wait_for(functools.partial(_last_leader_none, out), 10.0, "last report")
         unclean = await asyncio.to_thread(stop_all, self.observers, 10.0)
+        if self.rbac is not None:
+            unclean.update(await asyncio.to_thread(self.rbac.stop, 15.0))
         for name, what in unclean.items():
             self.log.write("unclean-stop", proc=name, what=what)
         await asyncio.to_thread(self._collect)
@@ -212,7 +221,7 @@ class Run:
         """Record and restart any process that died when the nemesis did not kill it."""
         while True:
             await asyncio.sleep(0.5)
-            for child in self.workers + self.observers:
+            for child in self.workers + self.observers + self.observers_extra:
                 if not child.expected_down and not child.running():
                     code = child.proc.returncode if child.proc is not None else None
                     self.log.write("unexpected-exit", proc=child.name, code=code)
@@ -241,6 +250,8 @@ class Run:
         for row in self.proxies:
             for proxy in row:
                 proxy.close()
+        if self.rbac is not None:
+            self.rbac.close()
         self.cluster.close()
 
 

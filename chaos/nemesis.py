@@ -7,6 +7,8 @@ workers lane (the leading worker frozen past its TTL, workers killed and restart
 between a worker and a member black-holed, a worker cut off from every member). A third
 lane acts on the process-level workers (``geeh run``) of the leader: geeh itself SIGKILLed,
 frozen past the TTL (SIGSTOP), hung up on (SIGHUP, a closed terminal), or its CMD SIGKILLed.
+A fourth lane, on an etcd of its own with auth (chaos/rbac.py), revokes read on one election
+while its other elections are observed, and restores it.
 Each lane goes through its kinds in a shuffled order, all of them before any repeats. Targets named
 by role (the raft leader, the leading worker) are looked up when the fault starts;
 everything else, times included, comes from the seed.
@@ -27,11 +29,13 @@ from typing import Protocol
 from .cluster import LocalEtcdCluster, TcpProxy
 from .history import Log
 from .proc import Child
+from .rbac import RbacLane
 
 ETCD_KINDS = ("kill-member", "kill-raft-leader", "stop-member", "quorum-loss")
 WORKER_KINDS = ("pause-leader", "kill-worker", "blackhole-link", "partition-worker")
 RUN_KINDS = ("kill-geeh", "freeze-geeh", "hup-geeh", "kill-cmd")
-LANES = (("etcd", ETCD_KINDS), ("workers", WORKER_KINDS), ("run", RUN_KINDS))
+RBAC_KINDS = ("revoke-read",)
+LANES = (("etcd", ETCD_KINDS), ("workers", WORKER_KINDS), ("run", RUN_KINDS), ("rbac", RBAC_KINDS))
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ def _hold(rng: random.Random, kind: str, ttl: int) -> float:
         return rng.uniform(0.2, 3.0)
     if kind in ("hup-geeh", "kill-cmd"):  # geeh exits by itself and is started again
         return rng.uniform(0.2, 1.0)
+    if kind == "revoke-read":
+        return rng.uniform(6.0, 9.0)  # longer than the checker's allowed lag
     if kind == "blackhole-link":
         return rng.uniform(1.0, ttl + 3.0)
     return rng.uniform(ttl + 0.5, ttl + 3.0)  # past the TTL: frozen or cut off
@@ -86,6 +92,7 @@ class Rig(Protocol):
     proxies: list[list[TcpProxy]]  # [worker][member]
     members_down: set[int]  # members the nemesis keeps down on purpose
     runners: list[Child]  # the process-level workers: `geeh run` processes
+    rbac: RbacLane | None
 
     async def leading_worker(self) -> int | None: ...
 
@@ -305,6 +312,19 @@ class Nemesis:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         return f"r{leader[0]}'s CMD (pid {pid})", _nothing
+
+    # -- rbac lane ------------------------------------------------------------------------
+
+    async def _revoke_read(self, f: Fault) -> tuple[str, Heal]:
+        lane = self.rig.rbac
+        if lane is None:
+            raise RuntimeError("no rbac lane in this run")
+        await asyncio.to_thread(lane.revoke)
+
+        async def heal() -> None:
+            await asyncio.to_thread(lane.restore)
+
+        return "read on chaos-rbac-0", heal
 
 
 async def _nothing() -> None:

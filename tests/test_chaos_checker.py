@@ -82,7 +82,7 @@ def violations(tmp_path: Path, run: dict[str, Any]) -> dict[int, int]:
     return {int(r.name.split(".")[0]): r.violations for r in results}
 
 
-NONE = dict.fromkeys(range(1, 9), 0)
+NONE = dict.fromkeys(range(1, 10), 0)
 
 
 def test_a_clean_run_passes(tmp_path: Path) -> None:
@@ -238,3 +238,45 @@ def test_a_write_by_a_deposed_tree_is_flagged(tmp_path: Path) -> None:
     results, _ = checker.check(write(tmp_path, run))
     assert results[7].violations == 1
     assert "rev 33: 20:r0:2 written while token None led" in results[7].examples[0]
+
+
+def _rbac(*records: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"ev": "start", "t": 99.0}, *records]
+
+
+def rbac_run() -> dict[str, Any]:
+    """Read on chaos-rbac-0 revoked from 101 to 108: its observer is refused, the others'
+    observer sees every leader in time."""
+    run = clean_run()
+    run["faults.jsonl"].append({"ev": "fault", "kind": "revoke-read", "lane": "rbac",
+                                "start": 101.0, "end": 108.0, "t": 108.0})  # fmt: skip
+    run["rbac.jsonl"] = _rbac(
+        {"ev": "wrote", "election": "chaos-rbac-1", "value": "v1", "t": 100.0},
+        {"ev": "leader", "election": "chaos-rbac-1", "value": "v1", "t": 100.1},
+        {"ev": "leader", "election": "chaos-rbac-1", "value": None, "t": 100.2},
+        {"ev": "refused", "election": "chaos-rbac-0", "error": "permission denied", "t": 101.2},
+        {"ev": "wrote", "election": "chaos-rbac-2", "value": "v2", "t": 102.0},
+        {"ev": "leader", "election": "chaos-rbac-2", "value": "v2", "t": 102.1},
+    )
+    return run
+
+
+def test_the_rbac_lane(tmp_path: Path) -> None:
+    assert violations(tmp_path, rbac_run())[9] == 0
+    late = rbac_run()
+    late["rbac.jsonl"][-1]["t"] = 109.0  # v2 seen only after read was restored
+    assert violations(tmp_path, late)[9] == 1
+    missed = rbac_run()
+    missed["rbac.jsonl"].pop()  # v2 never seen
+    assert violations(tmp_path, missed)[9] == 1
+    silent = rbac_run()
+    del silent["rbac.jsonl"][4]  # the refused observer never ended
+    assert violations(tmp_path, silent)[9] == 1
+
+
+def test_an_rbac_fault_explains_no_stall_of_the_workers(tmp_path: Path) -> None:
+    run = rbac_run()
+    run["faults.jsonl"] = [f for f in run["faults.jsonl"] if f["kind"] == "revoke-read"]
+    run["faults.jsonl"][0].update(start=102.3, end=129.0, t=129.0)
+    run["controller.jsonl"][1]["t"] = 130.0  # nothing written from 102.2 to 130
+    assert violations(tmp_path, run)[5] == 1

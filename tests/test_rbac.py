@@ -22,7 +22,9 @@ from support.wait import eventually, within
 
 import geeh
 import geeh.watch
+from geeh._proto import rpc_pb2
 from geeh.cluster import cluster_status
+from geeh.net.retry import PUT
 from geeh.testing import LocalEtcdCluster
 
 NAME = "payments"  # the service's election; its role covers "payments/" only
@@ -197,3 +199,40 @@ async def test_the_cli_needs_no_more_than_the_prefix(limited: LocalEtcdCluster) 
         elect.send_signal(signal.SIGINT)
         await within(elect.wait(), 30, "geeh elect stops")
     assert elect.returncode == 0
+
+
+async def test_read_revoked_at_run_time_ends_that_observer_only(limited: LocalEtcdCluster) -> None:
+    """Read on one election is revoked while both are observed, and the stream breaks once.
+    The refused observer ends with a permission error naming the key and the user, after one
+    re-authentication; the observer of the other election goes on getting every change."""
+    audit = "audit"  # a second election the user may read until its role is taken away
+    as_root = f"--user=root:{ROOT_PASSWORD}"
+    limited.etcdctl(as_root, "role", "add", audit)
+    limited.etcdctl(as_root, "role", "grant-permission", "--prefix=true", audit, "read", "audit/")
+    limited.etcdctl(as_root, "user", "grant-role", USER, audit)
+    try:
+        async with service(limited) as client, root(limited) as admin:
+            # The refused election's watch is the oldest: a check made before re-opening
+            # would read its key first.
+            refused = client.election(audit).observe()
+            assert await within(anext(refused), 5, "no audit leader yet") is None
+            await admin.core.transport.call(PUT, rpc_pb2.PutRequest(key=b"elsewhere", value=b"x"))
+            allowed = client.election(NAME).observe()
+            assert await within(anext(allowed), 5, "no payments leader yet") is None
+            auth = client.core.transport.auth
+            assert auth is not None
+            renewals = auth.renewals
+            limited.etcdctl(as_root, "user", "revoke-role", USER, audit)
+            client.core.transport.fail(client.core.transport.endpoint, "test: the stream breaks")
+            with pytest.raises(geeh.PermissionDenied, match=rf"audit/.*'{USER}'"):
+                await within(anext(refused), 10, "the refused observer to end")
+            for value in (b"one", b"two"):
+                async with admin.election(NAME).campaign(value, ttl=5) as leading:
+                    seen = await within(anext(allowed), 5, "the permitted observer's change")
+                    assert seen is not None and seen.key == leading.key
+                assert await within(anext(allowed), 5, "the resignation observed") is None
+            assert auth.renewals - renewals <= 1, "one re-authentication, no more"
+            await allowed.aclose()
+    finally:
+        limited.etcdctl(as_root, "user", "revoke-role", USER, audit, check=False)
+        limited.etcdctl(as_root, "role", "delete", audit, check=False)

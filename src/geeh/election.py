@@ -89,7 +89,9 @@ class Election:
         """Leader changes, as an async iterator: the current leader first, then every change.
 
         None means "no leader". Use ``async with election.observe() as changes:`` (or call
-        ``aclose()``) to stop early; the client's close ends it too.
+        ``aclose()``) to stop early; the client's close ends it too. It waits out etcd
+        outages; it raises :class:`~geeh.PermissionDenied` if the user may no longer read
+        the election, and ClosedError if the client's watch stream stopped after a bug.
         """
         return Observation(self._core, self.prefix, self._end)
 

@@ -11,7 +11,8 @@
     ├── EtcdError                etcd answered with an error
     │   ├── EtcdUnavailable      no endpoint answered within the time allowed
     │   ├── Compacted            a watch's revision was compacted away: read again
-    │   └── StreamUnauthenticated  a stream was refused for an expired auth token
+    │   ├── StreamUnauthenticated  a stream was refused for an expired auth token
+    │   └── PermissionDenied     the user may not read or write that key (RBAC)
     └── ElectionError            the election went on without us
         ├── SessionExpired       our lease expired, was revoked, or its local deadline passed
         ├── CandidateRemoved     our candidate key was deleted by someone else
@@ -103,3 +104,11 @@ class StreamUnauthenticated(EtcdError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="UNAUTHENTICATED")
+
+
+class PermissionDenied(EtcdError):
+    """etcd refused the user access to a key (RBAC), with a fresh token: the message names
+    the key and the user. A watch refused so ends with it; the client's other watches go on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="PERMISSION_DENIED")

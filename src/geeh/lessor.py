@@ -46,7 +46,9 @@ class Lessor(ResumableStream[rpc.LeaseKeepAliveRequest, rpc.LeaseKeepAliveRespon
         one's answer is due.
         """
         await self.wait_open()
-        endpoint = self._transport.endpoint
+        # The stream's member, not the pinned one: if the pin moved and the stream has not
+        # followed yet, the answer comes from the old member and says nothing of the new.
+        endpoint = self.endpoint or self._transport.endpoint
         reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(lease, collections.deque()).append(reply)
         self.send(rpc.LeaseKeepAliveRequest(ID=lease))

@@ -61,7 +61,9 @@ class Observation:
             except ClosedError:
                 self._close_watch()
                 self._closed = True
-                raise StopAsyncIteration from None
+                if self._core.closed or self._core.transport.closed:
+                    raise StopAsyncIteration from None
+                raise  # the watch stream stopped after a bug: a failure, not a close
             except EtcdUnavailable as err:
                 # An observer outlives outages: it waits for etcd as it waits for changes.
                 log.warning("observer of %s: %s; retrying", show(self._prefix[:-1]), err)

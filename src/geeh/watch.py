@@ -4,11 +4,25 @@ Each :class:`Watch` remembers the next revision it needs. When the stream breaks
 member behind it fails, the hub re-opens the stream on the pinned member and re-creates every
 watch from that revision, so consumers see every event once, in order, across failover. A
 watch whose revision was compacted ends with :class:`Compacted`; its consumer re-reads.
+
+Why every watch is created one revision early: etcd accepts a watch from exactly the
+compaction revision, but compaction drops a deletion's tombstone at that revision, so such a
+watch would silently miss the deletion. Created from ``next_revision - 1``, etcd itself
+refuses the watch (compact_revision set) whenever ``next_revision`` <= the compaction
+revision, and whatever it delivers at ``next_revision - 1`` was seen already and is dropped.
+etcd makes that check on the stream when it serves the watch, so a compaction that lands
+while the create is on its way is caught too, on whichever member the stream is.
+
+An answer about one watch ends that watch, and the stream goes on for the others: a
+compaction ends it with :class:`Compacted`, a refused permission with
+:class:`PermissionDenied` (after one re-authentication per token, since an expired token is
+refused in the same words). Only a member-level answer ("no leader") moves the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -18,9 +32,10 @@ from typing import Generic, TypeVar
 
 from ._proto import kv_pb2 as kv
 from ._proto import rpc_pb2 as rpc
-from .errors import ClosedError, Compacted, EtcdError, StreamUnauthenticated
+from .errors import ClosedError, Compacted, EtcdError, PermissionDenied, StreamUnauthenticated
+from .keys import show
 from .net.failover import Transport
-from .net.retry import RANGE, WATCH_PATH
+from .net.retry import WATCH_PATH
 from .net.stream import ResumableStream
 
 log = logging.getLogger("geeh.watch")
@@ -98,6 +113,7 @@ class Watch:
         "key",
         "next_revision",
         "range_end",
+        "refused_with",
         "watch_id",
     )
 
@@ -116,6 +132,9 @@ class Watch:
         self.next_revision = start_revision
         self.filters = tuple(filters)
         self.watch_id = 0
+        # The stream's token when etcd last refused this watch; refused again with another
+        # (fresh) token, the refusal is about permission, not an expired token.
+        self.refused_with: str | None = None
         self._queue: Inbox = Mailbox() if queue is None else queue
         self._ended = False
 
@@ -167,6 +186,9 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         self._watches: dict[int, Watch] = {}
         self._ids = itertools.count(1)
         self._opens = 0
+        # The IDs of the watches created on the current stream and not yet answered, in
+        # order: etcd answers creates in order, and etcd 3.4 refuses one with watch ID -1.
+        self._unanswered: collections.deque[int] = collections.deque()
 
     def watch(
         self,
@@ -187,7 +209,8 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         w = Watch(self, key, range_end, start_revision, filters, queue)
         w.watch_id = next(self._ids)
         self._watches[w.watch_id] = w
-        self.send(_create(w))
+        if self.send(_create(w)):
+            self._unanswered.append(w.watch_id)
         return w
 
     def _remove(self, w: Watch) -> None:
@@ -204,47 +227,10 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
             self._transport.events.watch_resumed(self._transport.endpoint, len(self._watches))
         # Newest first: etcd confirms re-created watches one by one, and the newest are the
         # ones a hand-off waits on (a waiting candidate's watch is renewed at each hand-off).
+        self._unanswered.clear()
         for w in reversed(self._watches.values()):
             self.send(_create(w))
-
-    async def before_open(self) -> None:
-        """End with Compacted every watch whose next revision is compacted, before re-creating.
-
-        Why: etcd accepts a watch from exactly the compaction revision, but compaction drops
-        a deletion's tombstone at that revision, so such a watch silently misses the delete
-        (seen in the compaction test: a waiting candidate never saw its predecessor go). A
-        read at next_revision - 1 fails with "compacted" exactly when next_revision <= the
-        compaction revision; the consumer then re-reads, as for any compacted watch.
-        Compaction is global, so the watches are checked oldest first and the first that
-        passes clears all the rest: usually one read per re-open. Only etcd's "required
-        revision has been compacted" means compaction; a "future revision" means a member
-        behind, where none of the watches can be compacted yet.
-        """
-        for w in sorted(self._watches.values(), key=lambda w: w.next_revision):
-            if w.next_revision <= 1:
-                continue
-            try:
-                await self._transport.call(
-                    RANGE,
-                    rpc.RangeRequest(
-                        key=w.key,
-                        revision=w.next_revision - 1,
-                        serializable=True,
-                        count_only=True,
-                    ),
-                    timeout=self._transport.attempt_timeout,
-                    what="resume watch",
-                )
-                return
-            except EtcdError as err:
-                if err.code != "OUT_OF_RANGE":
-                    raise
-                if "future revision" in str(err):
-                    return  # this member is behind even the oldest watch: none is compacted
-                if "required revision has been compacted" not in str(err):
-                    raise  # another refusal: back off and try again
-                if self._watches.pop(w.watch_id, None) is not None:
-                    w._deliver(Compacted(w.next_revision - 1))
+            self._unanswered.append(w.watch_id)
 
     async def watchdog(self, endpoint: str) -> None:
         """Raise ConnectionError if the member stays silent after a progress request."""
@@ -273,25 +259,57 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
                 )
 
     def received(self, response: rpc.WatchResponse) -> None:
-        if response.canceled and self._transport.auth is not None:
-            reason = response.cancel_reason
-            if "permission denied" in reason or "invalid auth token" in reason:
-                # The stream's token expired (etcd checks it per watch; 3.4 says "invalid auth
-                # token" with watch ID -1, naming no watch): re-open, re-authenticated.
-                raise StreamUnauthenticated(f"watch refused: {reason}")
-        w = self._watches.get(response.watch_id)
+        watch_id = response.watch_id
+        if response.created and self._unanswered:
+            answered = self._unanswered.popleft()
+            if watch_id == -1:
+                watch_id = answered  # a refusal naming no watch (etcd 3.4): the oldest create
+        w = self._watches.get(watch_id)
+        if response.canceled:
+            if w is not None:
+                self._cancelled(w, response)
+            elif watch_id == -1 and _refused(response):
+                # Names no watch and answers no create of ours: the stream's token expired.
+                raise StreamUnauthenticated(f"watch refused: {response.cancel_reason}")
+            return  # the answer to our own cancel
         if w is None:
             return  # cancelled by us, or a progress notification
-        if response.canceled:
-            if response.compact_revision:
-                self._watches.pop(w.watch_id, None)
-                w._deliver(Compacted(response.compact_revision))
-                return
-            # Cancelled by the server for another reason ("no leader"): leave this member.
-            raise ConnectionError(f"watch cancelled by etcd: {response.cancel_reason}")
-        if response.events:
-            w.next_revision = response.events[-1].kv.mod_revision + 1
-            w._deliver(Batch(response.header.revision, response.events))
+        if response.created:
+            w.refused_with = None  # accepted: a later refusal may be an expired token again
+        # Created one revision early (see the module's docstring): drop what was seen.
+        events = [e for e in response.events if e.kv.mod_revision >= w.next_revision]
+        if events:
+            w.next_revision = events[-1].kv.mod_revision + 1
+            w._deliver(Batch(response.header.revision, events))
+
+    def _cancelled(self, w: Watch, response: rpc.WatchResponse) -> None:
+        """etcd ended a watch: end it with the reason, or leave the member if it is at fault."""
+        reason = response.cancel_reason
+        refused = _refused(response)
+        if response.compact_revision:
+            self._end(w, Compacted(response.compact_revision))
+        elif refused and self._transport.auth is not None:
+            if w.refused_with is None or w.refused_with == self.token:
+                # Maybe the stream's token expired (etcd checks it per watch, in the same
+                # words): re-open once, re-authenticated. Refused again with the fresh token,
+                # it is the user's permission.
+                w.refused_with = self.token
+                raise StreamUnauthenticated(f"watch refused: {reason}")
+            user = self._transport.auth.username
+            self._end(
+                w, PermissionDenied(f"watch on {show(w.key)} refused to user {user!r}: {reason}")
+            )
+        elif refused:
+            self._end(w, PermissionDenied(f"watch on {show(w.key)} refused: {reason}"))
+        elif "no leader" in reason or not reason:
+            # The member's state, not this watch's: another member may serve it.
+            raise ConnectionError(f"watch cancelled by etcd: {reason or 'no reason given'}")
+        else:
+            self._end(w, EtcdError(f"watch on {show(w.key)} cancelled by etcd: {reason}"))
+
+    def _end(self, w: Watch, err: BaseException) -> None:
+        if self._watches.pop(w.watch_id, None) is not None:
+            w._deliver(err)
 
     def failed(self, err: ClosedError) -> None:
         self._end_all(err)
@@ -308,12 +326,19 @@ class WatchHub(ResumableStream[rpc.WatchRequest, rpc.WatchResponse]):
         await super().close()
 
 
+def _refused(response: rpc.WatchResponse) -> bool:
+    reason = response.cancel_reason
+    return "permission denied" in reason or "invalid auth token" in reason
+
+
 def _create(w: Watch) -> rpc.WatchRequest:
+    # One revision early, so that etcd refuses it if next_revision is compacted (see above).
+    start = w.next_revision - 1 if w.next_revision > 1 else w.next_revision
     return rpc.WatchRequest(
         create_request=rpc.WatchCreateRequest(
             key=w.key,
             range_end=w.range_end,
-            start_revision=w.next_revision,
+            start_revision=start,
             filters=w.filters,
             watch_id=w.watch_id,
         )

@@ -61,6 +61,17 @@ class FakeEtcd:
         self.creates: list[rpc_pb2.WatchCreateRequest] = []  # every watch created, in order
         self.live: dict[int, rpc_pb2.WatchCreateRequest] = {}  # watch ID -> its create request
         self.calls: list[FakeCall] = []  # every stream opened
+        # Scripted watch creation: while ``hold_creates`` is set, create requests wait in
+        # ``held`` until the test calls :meth:`answer_held` (a slow link, a busy member).
+        self.hold_creates = False
+        self.held: list[tuple[FakeCall, rpc_pb2.WatchCreateRequest]] = []
+        # RBAC: watches on keys under these prefixes are refused, as etcd refuses them
+        # ("etcdserver: permission denied"), and so are the watches of a stream opened with
+        # an expired token.
+        self.denied: set[bytes] = set()
+        self.expired: set[str] = set()
+        self.anonymous_refusals = False  # etcd 3.4: a refusal carries watch ID -1
+        self.tokens = 0  # Authenticate requests answered
 
     # -- the store ---------------------------------------------------------------------------
 
@@ -287,6 +298,10 @@ class FakeEtcd:
     def _MemberList(self, request: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
         return rpc_pb2.MemberListResponse(header=self._header())
 
+    def _Authenticate(self, request: rpc_pb2.AuthenticateRequest) -> rpc_pb2.AuthenticateResponse:
+        self.tokens += 1
+        return rpc_pb2.AuthenticateResponse(header=self._header(), token=f"token-{self.tokens}")
+
     def _Compact(self, request: rpc_pb2.CompactionRequest) -> rpc_pb2.CompactionResponse:
         self.compacted = request.revision
         return rpc_pb2.CompactionResponse(header=self._header())
@@ -328,28 +343,10 @@ class FakeEtcd:
         if kind == "create_request":
             create = request.create_request
             self.creates.append(create)
-            if create.start_revision and create.start_revision < self.compacted:
-                call.responses.put_nowait(
-                    rpc_pb2.WatchResponse(
-                        header=self._header(),
-                        watch_id=create.watch_id,
-                        created=True,
-                        canceled=True,
-                        compact_revision=self.compacted,
-                    )
-                )
-                return
-            self.live[create.watch_id] = create
-            call.responses.put_nowait(
-                rpc_pb2.WatchResponse(header=self._header(), watch_id=create.watch_id, created=True)
-            )
-            past = self._history(create)
-            if past:  # as etcd does, a watch from a past revision first catches up
-                call.responses.put_nowait(
-                    rpc_pb2.WatchResponse(
-                        header=self._header(), watch_id=create.watch_id, events=past
-                    )
-                )
+            if self.hold_creates:
+                self.held.append((call, create))
+            else:
+                self._create(call, create)
         elif kind == "cancel_request":
             watch_id = request.cancel_request.watch_id
             if self.live.pop(watch_id, None) is not None:
@@ -359,6 +356,59 @@ class FakeEtcd:
         else:  # a progress request
             call.responses.put_nowait(rpc_pb2.WatchResponse(header=self._header(), watch_id=-1))
 
+    def _create(self, call: FakeCall, create: rpc_pb2.WatchCreateRequest) -> None:
+        if call.token in self.expired or any(create.key.startswith(p) for p in self.denied):
+            call.responses.put_nowait(
+                rpc_pb2.WatchResponse(
+                    header=self._header(),
+                    watch_id=-1 if self.anonymous_refusals else create.watch_id,
+                    created=True,
+                    canceled=True,
+                    cancel_reason="etcdserver: permission denied",
+                )
+            )
+            return
+        if create.start_revision and create.start_revision < self.compacted:
+            call.responses.put_nowait(
+                rpc_pb2.WatchResponse(
+                    header=self._header(),
+                    watch_id=create.watch_id,
+                    created=True,
+                    canceled=True,
+                    compact_revision=self.compacted,
+                )
+            )
+            return
+        if call is self.watch_streams[-1]:
+            self.live[create.watch_id] = create
+        call.responses.put_nowait(
+            rpc_pb2.WatchResponse(header=self._header(), watch_id=create.watch_id, created=True)
+        )
+        past = self._history(create)
+        if past:  # as etcd does, a watch from a past revision first catches up
+            call.responses.put_nowait(
+                rpc_pb2.WatchResponse(header=self._header(), watch_id=create.watch_id, events=past)
+            )
+
+    def answer_held(self) -> None:
+        """Answer the held create requests (those of a stream since closed are lost)."""
+        held, self.held = self.held, []
+        for call, create in held:
+            if not call.cancelled:
+                self._create(call, create)
+
+    def notify(self, events: list[kv_pb2.Event]) -> None:
+        """Deliver ``events`` to every live watch they concern, as etcd does: one response per
+        watch, without the events before its start revision."""
+        for watch_id, create in list(self.live.items()):
+            mine = [
+                e
+                for e in events
+                if self._in_range(create, e.kv.key) and e.kv.mod_revision >= create.start_revision
+            ]
+            if mine:
+                self.push(watch_id, mine)
+
     def _history(self, create: rpc_pb2.WatchCreateRequest) -> list[kv_pb2.Event]:
         if not create.start_revision:
             return []
@@ -367,8 +417,8 @@ class FakeEtcd:
             if not self._in_range(create, key):
                 continue
             for rev, kv in versions:
-                if rev < create.start_revision:
-                    continue
+                if rev < create.start_revision or (kv is None and rev <= self.compacted):
+                    continue  # compaction drops tombstones up to its revision
                 if kv is None and rpc_pb2.WatchCreateRequest.NODELETE not in create.filters:
                     deleted = kv_pb2.KeyValue(key=key, mod_revision=rev)
                     events.append(kv_pb2.Event(type=kv_pb2.Event.DELETE, kv=deleted))
@@ -400,9 +450,12 @@ _KEY_FIELDS = ("key", "create_revision", "mod_revision", "version", "lease")
 class FakeCall:
     """One bidirectional stream: requests are served as they come, responses read in order."""
 
-    def __init__(self, fake: FakeEtcd, path: str, requests: AsyncIterator[Any]) -> None:
+    def __init__(
+        self, fake: FakeEtcd, path: str, requests: AsyncIterator[Any], token: str | None = None
+    ) -> None:
         self.fake = fake
         self.path = path
+        self.token = token  # the auth token the stream was opened with
         self.responses: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = False
         if path == WATCH:
@@ -446,8 +499,8 @@ class FakeChannel:
         return call
 
     def stream_stream(self, path: str, **_: Any) -> Callable[..., FakeCall]:
-        def open_(requests: AsyncIterator[Any], **__: Any) -> FakeCall:
-            return FakeCall(self.fake, path, requests)
+        def open_(requests: AsyncIterator[Any], metadata: Any = (), **__: Any) -> FakeCall:
+            return FakeCall(self.fake, path, requests, dict(metadata or ()).get("token"))
 
         return open_
 

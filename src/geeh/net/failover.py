@@ -270,7 +270,7 @@ class Transport:
                 if self._closed:
                     raise ClosedError(f"{what}: the client is closed") from None
                 if (
-                    code == grpc.StatusCode.UNAUTHENTICATED
+                    (code == grpc.StatusCode.UNAUTHENTICATED or old_auth_revision(err))
                     and with_token
                     and self.auth is not None
                     and not reauthenticated
@@ -351,6 +351,14 @@ class Transport:
             with contextlib.suppress(Exception):
                 await channel.close(None)
             self._channels.pop(endpoint, None)
+
+
+def old_auth_revision(err: grpc.aio.AioRpcError) -> bool:
+    """etcd refused the request, unapplied, because roles or users changed between its
+    arrival and its apply ("auth: revision in header is old"): authenticate again (a JWT
+    carries the auth revision) and send it again, as etcd's own client does."""
+    details = err.details() or ""
+    return "revision in header is old" in details or "revision of auth store is old" in details
 
 
 def serialize(message: Any) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -54,11 +53,12 @@ class ResumableStream(Generic[Req, Resp]):
         self._closed = False
         self._stopped: str | None = None  # why the stream stopped for good, after a bug
         self.heard = 0.0  # when the current stream last delivered anything
+        # The member and the auth token of the current (or last) stream: answers on the
+        # stream come from that member, and were given for that token.
+        self.endpoint: str | None = None
+        self.token: str | None = None
 
     # -- for subclasses ------------------------------------------------------------------
-
-    async def before_open(self) -> None:
-        """Work to do before each re-open; an EtcdError here backs off and tries again."""
 
     def opened(self) -> None:
         """The stream is open: send what it must carry (``send`` works from here on)."""
@@ -143,17 +143,9 @@ class ResumableStream(Generic[Req, Resp]):
     async def _loop(self) -> None:
         transport = self._transport
         backoff = Backoff()
-        first = True
         while not self._closed:
-            if not first:
-                try:
-                    await self.before_open()
-                except EtcdError as err:
-                    log.debug("%s: %s", self._name, err)
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-            first = False
             endpoint, generation = transport.endpoint, transport.generation
+            self.endpoint, self.token = endpoint, transport.token
             outbox: asyncio.Queue[Req | None] = asyncio.Queue()
             self._outbox = outbox
             self.heard = time.monotonic()
@@ -161,7 +153,7 @@ class ResumableStream(Generic[Req, Resp]):
             if self._open is not None and not self._open.done():
                 self._open.set_result(None)
             transport.count(self._path)
-            token = transport.token
+            token = self.token
             call = transport.channel(endpoint).stream_stream(
                 self._path,
                 request_serializer=serialize,
@@ -188,9 +180,14 @@ class ResumableStream(Generic[Req, Resp]):
             if not isinstance(failure, ConnectionError | EtcdError):
                 raise failure  # a bug, not the member's fault
             if isinstance(failure, StreamUnauthenticated) and transport.auth is not None:
-                with contextlib.suppress(EtcdError):  # if it fails, back off and try again
+                # The token, not the member: a failed Authenticate already moved the pin if a
+                # member failed it, so only back off before trying again.
+                try:
                     await transport.authenticate(stale=token)
-                    continue
+                except EtcdError as err:
+                    log.debug("%s: re-authentication failed: %s", self._name, err)
+                    await asyncio.sleep(backoff.next_delay())
+                continue
             transport.fail(endpoint, failure)
             await asyncio.sleep(backoff.next_delay())
 
