@@ -29,6 +29,7 @@ from .errors import (
     NotLeader,
     SessionExpired,
     Timeout,
+    TransferFailed,
     WrongThread,
 )
 from .kv import KeyValue, TxnResult
@@ -70,6 +71,7 @@ __all__ = [
     "Session",
     "SessionExpired",
     "Timeout",
+    "TransferFailed",
     "TxnResult",
     "WrongThread",
     "__version__",

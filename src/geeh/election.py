@@ -43,6 +43,8 @@ from .net.retry import RANGE, SAFE, TXN, Backoff
 from .observe import Observation
 from .session import Session, check_ttl
 from .supervisor import OnElected, OnLost, Supervisor, Work
+from .tasks import failed, stop
+from .transfer import StepAside, await_intent
 from .watch import NOPUT, Watch
 from .win import Line, Verdict
 
@@ -226,11 +228,20 @@ class Campaign:
             session.check()
             session.expired.add_callback(expired)
             join_revision, token = await self._join(session, key)
-            watcher = asyncio.get_running_loop().create_task(
-                self._watch_own_key(key, token, join_revision, gone),
-                name=f"geeh-own-key-{session.lease:x}",
-            )
-            await self._wait(session, key, token, gone)
+            while True:
+                watcher = asyncio.get_running_loop().create_task(
+                    self._watch_own_key(key, token, join_revision, gone),
+                    name=f"geeh-own-key-{session.lease:x}",
+                )
+                try:
+                    # A fresh key: no transfer intent before it can concern it.
+                    since = join_revision if join_revision == token else 0
+                    await self._wait(session, key, token, gone, since)
+                    break
+                except StepAside:
+                    await stop(watcher, f"watch on candidate key {show(key)}")
+                    watcher = None
+                    join_revision, token = await self._requeue(session, key, token)
             leadership = Leadership(
                 core,
                 self.election.name,
@@ -296,15 +307,64 @@ class Campaign:
                     raise CandidateRemoved(f"candidate key {show(key)} changed while joining")
         return response.header.revision, token
 
+    async def _requeue(self, session: Session, key: bytes, token: int) -> tuple[int, int]:
+        """Step aside for a transfer: delete our key and create it again, behind the target."""
+        log.info("%s steps aside for a transfer: re-queueing", show(key))
+        txn = rpc.TxnRequest(
+            compare=[owns(key, token)],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+        )
+        transport = self.election._core.transport
+        response = await transport.call(TXN, txn, retry=SAFE, what="re-queue")
+        if not response.succeeded:
+            raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
+        return await self._join(session, key)
+
     async def _wait(
-        self, session: Session, key: bytes, token: int, gone: asyncio.Future[BaseException]
+        self,
+        session: Session,
+        key: bytes,
+        token: int,
+        gone: asyncio.Future[BaseException],
+        since: int,
     ) -> None:
         """Wait until no key created before ours is left; fail if ours goes first.
 
         Go reads again after each deletion of its predecessor. This reads our key and up to
         two older ones, then follows their deletions (:class:`~geeh.win.Line`) until the win
         rule (:class:`~geeh.win.WinRule`) proves a win, or asks for a read that confirms it.
+        Beside it, a transfer intent that names a candidate behind us ends the wait with
+        :class:`~geeh.transfer.StepAside` (see transfer.py).
         """
+        core = self.election._core
+        loop = asyncio.get_running_loop()
+        stopped: asyncio.Future[BaseException] = loop.create_future()
+        intent = loop.create_task(
+            await_intent(core, self.election.name, token, since),
+            name=f"geeh-transfer-intent-{session.lease:x}",
+        )
+
+        def relay(done: asyncio.Future[Any]) -> None:
+            if stopped.done() or done.cancelled():
+                return
+            if done is intent:
+                if not failed(intent, "transfer intent watch"):
+                    stopped.set_result(StepAside("a transfer names a candidate behind us"))
+            else:
+                stopped.set_result(done.result())
+
+        gone.add_done_callback(relay)
+        intent.add_done_callback(relay)
+        try:
+            await self._wait_in_line(session, key, token, stopped)
+        finally:
+            gone.remove_done_callback(relay)
+            intent.remove_done_callback(relay)
+            await stop(intent, "transfer intent watch")
+
+    async def _wait_in_line(
+        self, session: Session, key: bytes, token: int, gone: asyncio.Future[BaseException]
+    ) -> None:
         core = self.election._core
         while True:
             if gone.done():

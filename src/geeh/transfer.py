@@ -1,0 +1,178 @@
+"""Hand-over to a chosen candidate: the leader's side and the waiting candidates' side.
+
+etcd's recipe orders candidates by create revision, so only the next in line can follow a
+leader that resigns. To hand leadership to a candidate further back (the *target*), the ones
+ahead of it must step aside first (docs/concepts/transfer.md):
+
+1. the leader writes a *transfer intent* (``<name>.transfer``, on its own lease, guarded by
+   its fencing token) naming the target's key and create revision;
+2. every gee-h candidate waits with a watch on that key; one created before the target
+   *re-queues*: it deletes its key and creates it again, so it now stands behind the target;
+3. once nothing but the leader's key is older than the target, the leader deletes its key in a
+   Txn that also checks the target is still there: the target leads next;
+4. if that does not happen within the timeout (a candidate ahead that does not step aside,
+   such as ``etcdctl elect``), or the target's key goes, the transfer fails with
+   :class:`TransferFailed`, the intent is removed and the old leader leads on.
+
+Safety needs nothing new: a re-queue and the final resign only ever delete the caller's own
+key, and the recipe gives at most one leader whatever keys go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ._proto import rpc_pb2 as rpc
+from .candidates import Candidate, read_candidates
+from .core import Core
+from .errors import (
+    ClosedError,
+    Compacted,
+    ElectionError,
+    EtcdError,
+    InvalidArgument,
+    TransferFailed,
+)
+from .keys import election_prefix, prefix_end, show, to_bytes
+from .net.retry import RANGE
+
+log = logging.getLogger("geeh.transfer")
+
+NODELETE = rpc.WatchCreateRequest.NODELETE
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class StepAside(ElectionError):
+    """A waiting candidate stands ahead of a transfer's target: it must re-queue."""
+
+
+def intent_key(name: bytes) -> bytes:
+    """Where the leader of election ``name`` announces a transfer: next to, not under, its
+    prefix (a key under the prefix would count as a candidate)."""
+    return name + b".transfer"
+
+
+def encode(target: Candidate) -> bytes:
+    return b"%d %s" % (target.token, target.key)
+
+
+def decode(data: bytes) -> tuple[int, bytes] | None:
+    """(target's create revision, target's key), or None for a value that is not an intent."""
+    revision, _, key = data.partition(b" ")
+    try:
+        return int(revision), key
+    except ValueError:
+        return None
+
+
+def pick(candidates: list[Candidate], to: str | bytes, own_key: bytes) -> Candidate:
+    """The waiting candidate ``to`` names: its key, or else its value (which must be unique)."""
+    wanted = to_bytes(to, "transfer target")
+    if not wanted:
+        raise InvalidArgument("transfer target must not be empty")
+    if wanted == own_key:
+        raise InvalidArgument("cannot transfer leadership to ourselves")
+    waiting = [c for c in candidates if c.key != own_key]
+    by_key = [c for c in waiting if c.key == wanted]
+    if by_key:
+        return by_key[0]
+    by_value = [c for c in waiting if c.value == wanted]
+    if len(by_value) > 1:
+        raise InvalidArgument(
+            f"{len(by_value)} candidates have value {show(wanted)}: name one by its key"
+        )
+    if not by_value:
+        raise TransferFailed(f"no waiting candidate has key or value {show(wanted)}")
+    return by_value[0]
+
+
+async def wait_until_next(
+    core: Core, name: bytes, own_key: bytes, target: Candidate, timeout: float
+) -> None:
+    """Return once the leader's key is the only one older than ``target``'s; else fail.
+
+    Keys older than the target never come back (create revisions only grow), so once none is
+    left but ours, the target is next in line for good.
+    """
+    prefix = election_prefix(name)
+    end = prefix_end(prefix)
+    request = rpc.RangeRequest(
+        key=prefix,
+        range_end=end,
+        max_create_revision=target.token,
+        sort_order=rpc.RangeRequest.ASCEND,
+        sort_target=rpc.RangeRequest.CREATE,
+        keys_only=True,
+    )
+    ahead: list[bytes] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                response = await core.transport.call(RANGE, request, what="transfer")
+                keys = {kv.key: kv.create_revision for kv in response.kvs}
+                if keys.get(target.key) != target.token:
+                    raise TransferFailed(f"target {show(target.key)} left the election")
+                if own_key not in keys:
+                    raise TransferFailed("leadership ended during the transfer")
+                ahead = [k for k in keys if k not in (own_key, target.key)]
+                if not ahead:
+                    return
+                start = response.header.revision + 1
+                with (
+                    core.watches.watch(prefix, range_end=end, start_revision=start) as watch,
+                    contextlib.suppress(Compacted),
+                ):
+                    await watch.next()  # a change in line: read again
+    except TimeoutError:
+        shown = ", ".join(show(k) for k in ahead) or "none"
+        raise TransferFailed(
+            f"candidates ahead of {show(target.key)} did not step aside within {timeout:g}s "
+            f"(not gee-h candidates, such as etcdctl elect or Go?): {shown}; "
+            "leadership stays with the current leader"
+        ) from None
+
+
+async def read_target(core: Core, name: bytes, to: str | bytes, own_key: bytes) -> Candidate:
+    prefix = election_prefix(name)
+    queue = await read_candidates(core, prefix, prefix_end(prefix), ttl=False)
+    return pick(queue.candidates, to, own_key)
+
+
+async def await_intent(core: Core, name: bytes, token: int, since: int) -> None:
+    """Return when a transfer intent names a target created after ``token``: we stand ahead.
+
+    A waiting candidate runs this beside its wait. It never fails: if the intent cannot be
+    followed (no permission outside the election's prefix, say) it waits on quietly, as a
+    candidate that does not step aside, and the transfer reports that.
+    """
+    key = intent_key(name)
+    revision = since
+    while True:
+        try:
+            if revision == 0:
+                response = await core.transport.call(
+                    RANGE, rpc.RangeRequest(key=key), what="transfer intent"
+                )
+                revision = response.header.revision
+                if response.kvs and _ahead_of(response.kvs[0].value, token):
+                    return
+            with core.watches.watch(key, start_revision=revision + 1, filters=[NODELETE]) as w:
+                while True:
+                    batch = await w.next()
+                    if any(_ahead_of(e.kv.value, token) for e in batch.events):
+                        return
+        except Compacted:
+            revision = 0
+        except ClosedError:
+            await asyncio.Future()  # the campaign ends with the client: wait for that
+        except EtcdError as err:
+            log.debug("cannot follow transfer intent %s: %s", show(key), err)
+            await asyncio.Future()
+
+
+def _ahead_of(data: bytes, token: int) -> bool:
+    intent = decode(data)
+    return intent is not None and token < intent[0]
