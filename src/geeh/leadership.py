@@ -28,7 +28,6 @@ from .errors import (
     LeadershipLost,
     NotLeader,
     SessionExpired,
-    TransferFailed,
 )
 from .keys import show, to_bytes
 from .loss import LossSignal
@@ -275,62 +274,17 @@ class Leadership:
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._check()
         target = await t.read_target(self._core, self.name, to, self.key)
-        intent = t.intent_key(self.name)
-        announce = rpc.TxnRequest(
-            compare=[owns(self.key, self.token)],
-            success=[
-                rpc.RequestOp(
-                    request_put=rpc.PutRequest(key=intent, value=t.encode(target), lease=self.lease)
-                )
-            ],
-        )
-        transport = self._core.transport
-        response = await transport.call(TXN, announce, retry=SAFE, what="transfer")
-        if not response.succeeded:
-            self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
-            raise NotLeader(f"leadership was lost: {self.lost.reason}")
-        announced = response.header.revision
-        handed = False
+        holder = t.Holder(self.key, self.token, self.lease)
         try:
-            await t.wait_until_next(self._core, self.name, self.key, target, timeout)
-            self._check()
-            if before_hand_over is not None:
-                await before_hand_over()
-            hand_over = rpc.TxnRequest(
-                compare=[owns(self.key, self.token), owns(target.key, target.token)],
-                success=[
-                    rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.key)),
-                    rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=intent)),
-                ],
-                failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=self.key))],
-            )
-            response = await transport.call(TXN, hand_over, retry=SAFE, what="transfer")
-            if not response.succeeded:
-                kvs = response.responses[0].response_range.kvs
-                if not kvs or kvs[0].create_revision != self.token:
-                    self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
-                    raise NotLeader(f"leadership was lost: {self.lost.reason}")
-                raise TransferFailed(f"target {show(target.key)} left the election")
-            handed = True
-        finally:
-            if not handed:
-                await self._withdraw_intent(intent, announced)
+            await t.hand_over(self._core, self.name, holder, target, timeout, before_hand_over)
+        except t.HolderGone:
+            self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
+            raise NotLeader(f"leadership was lost: {self.lost.reason}") from None
         self.lost.set(None)
         self._resigned = True
         if self._owns_session:
             await self.session.close()
         return target
-
-    async def _withdraw_intent(self, intent: bytes, revision: int) -> None:
-        """Remove the transfer intent we wrote at ``revision`` (not a newer one)."""
-        txn = rpc.TxnRequest(
-            compare=[modified_at(intent, revision)],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=intent))],
-        )
-        try:
-            await self._core.transport.call(TXN, txn, retry=SAFE, what="transfer")
-        except Exception as err:  # it goes with our lease at the latest
-            log.warning("could not remove transfer intent %s: %s", show(intent), err)
 
     async def aclose(self) -> None:
         """The client is closing: resign, quietly and within bounds."""

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from ._proto import rpc_pb2 as rpc
 from .candidates import Candidate, read_candidates
@@ -36,13 +38,25 @@ from .errors import (
     TransferFailed,
 )
 from .keys import election_prefix, prefix_end, show, to_bytes
-from .net.retry import RANGE
+from .net.retry import RANGE, SAFE, TXN
 
 log = logging.getLogger("geeh.transfer")
 
 NODELETE = rpc.WatchCreateRequest.NODELETE
 
 DEFAULT_TIMEOUT = 5.0
+
+
+class HolderGone(TransferFailed):
+    """The leader's key went during the transfer: it no longer leads."""
+
+
+class Holder(NamedTuple):
+    """The leader a transfer starts from: its key, fencing token and lease."""
+
+    key: bytes
+    token: int
+    lease: int
 
 
 class StepAside(ElectionError):
@@ -116,7 +130,7 @@ async def wait_until_next(
                 if keys.get(target.key) != target.token:
                     raise TransferFailed(f"target {show(target.key)} left the election")
                 if own_key not in keys:
-                    raise TransferFailed("leadership ended during the transfer")
+                    raise HolderGone("leadership ended during the transfer")
                 ahead = [k for k in keys if k not in (own_key, target.key)]
                 if not ahead:
                     return
@@ -133,6 +147,79 @@ async def wait_until_next(
             f"(not gee-h candidates, such as etcdctl elect or Go?): {shown}; "
             "leadership stays with the current leader"
         ) from None
+
+
+def _created(key: bytes, token: int) -> rpc.Compare:
+    return rpc.Compare(
+        key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=token
+    )
+
+
+def _delete(key: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+
+
+async def hand_over(
+    core: Core,
+    name: bytes,
+    holder: Holder,
+    target: Candidate,
+    timeout: float,
+    before: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """The leader's side: announce, wait until the target is next, delete the leader's key.
+
+    Raises :class:`TransferFailed` (the holder leads on, the intent is removed), or
+    :class:`HolderGone` if the holder's key went meanwhile. ``before`` is awaited just
+    before the hand-over.
+    """
+    intent = intent_key(name)
+    put = rpc.PutRequest(key=intent, value=encode(target), lease=holder.lease)
+    announce = rpc.TxnRequest(
+        compare=[_created(holder.key, holder.token)], success=[rpc.RequestOp(request_put=put)]
+    )
+    transport = core.transport
+    response = await transport.call(TXN, announce, retry=SAFE, what="transfer")
+    if not response.succeeded:
+        raise HolderGone(f"leader key {show(holder.key)} is gone")
+    announced = response.header.revision
+    handed = False
+    try:
+        await wait_until_next(core, name, holder.key, target, timeout)
+        if before is not None:
+            await before()
+        # Our key goes only if the target is still there to follow it: else we lead on.
+        txn = rpc.TxnRequest(
+            compare=[_created(holder.key, holder.token), _created(target.key, target.token)],
+            success=[_delete(holder.key), _delete(intent)],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=holder.key))],
+        )
+        response = await transport.call(TXN, txn, retry=SAFE, what="transfer")
+        if not response.succeeded:
+            kvs = response.responses[0].response_range.kvs
+            if not kvs or kvs[0].create_revision != holder.token:
+                raise HolderGone(f"leader key {show(holder.key)} is gone")
+            raise TransferFailed(f"target {show(target.key)} left the election")
+        handed = True
+    finally:
+        if not handed:
+            await _withdraw_intent(core, intent, announced)
+
+
+async def _withdraw_intent(core: Core, intent: bytes, revision: int) -> None:
+    """Remove the transfer intent written at ``revision`` (not a newer one)."""
+    txn = rpc.TxnRequest(
+        compare=[
+            rpc.Compare(
+                key=intent, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=revision
+            )
+        ],
+        success=[_delete(intent)],
+    )
+    try:
+        await core.transport.call(TXN, txn, retry=SAFE, what="transfer")
+    except Exception as err:  # it goes with the leader's lease at the latest
+        log.warning("could not remove transfer intent %s: %s", show(intent), err)
 
 
 async def read_target(core: Core, name: bytes, to: str | bytes, own_key: bytes) -> Candidate:
@@ -176,3 +263,29 @@ async def await_intent(core: Core, name: bytes, token: int, since: int) -> None:
 def _ahead_of(data: bytes, token: int) -> bool:
     intent = decode(data)
     return intent is not None and token < intent[0]
+
+
+async def transfer_leader(
+    core: Core, name: bytes, to: str | bytes, timeout: float
+) -> tuple[Candidate, Candidate]:
+    """Hand the leadership of ``name`` to ``to`` from outside (``geeh transfer``).
+
+    Does what the leader's own :meth:`~geeh.Leadership.transfer` does, on its behalf: the
+    intent goes on the leader's lease, and at the end the leader's key is deleted, which the
+    leader sees as a loss (its work is stopped as on any deletion of its key). Returns (the
+    old leader, the new one).
+    """
+    prefix = election_prefix(name)
+    queue = await read_candidates(core, prefix, prefix_end(prefix), ttl=False)
+    if not queue.candidates:
+        raise TransferFailed(f"election {show(name)} has no leader")
+    leader = queue.candidates[0]
+    target = pick(queue.candidates, to, leader.key)
+    holder = Holder(leader.key, leader.token, leader.lease)
+    try:
+        await hand_over(core, name, holder, target, timeout)
+    except HolderGone:
+        raise TransferFailed(
+            f"the leader {show(leader.key)} left during the transfer; nothing was handed over"
+        ) from None
+    return leader, target
