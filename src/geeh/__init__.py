@@ -40,6 +40,7 @@ from .loss import LossSignal
 from .net.tls import TLS
 from .observe import Observation
 from .session import Session
+from .shards import Shards
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "Observation",
     "Session",
     "SessionExpired",
+    "Shards",
     "Timeout",
     "TransferFailed",
     "TxnResult",

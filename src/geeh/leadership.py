@@ -97,6 +97,10 @@ class Leadership:
         self._watcher = watcher
         self._detach = detach
         self._resigned = False
+        # During a hand-over's final Txn our key's deletion is the hand-over itself, not a
+        # loss: what the watcher reports then waits for the Txn's answer (see transfer).
+        self._handing_over = False
+        self._deferred: BaseException | None = None
         self._written_at = token  # our key's mod revision as we last wrote it: see proclaim
         self._cleanup: asyncio.Task[None] | None = None
         self._block: _Block | None = None
@@ -122,8 +126,12 @@ class Leadership:
         self.lost.set(reason if reason is not None else SessionExpired("the session was closed"))
 
     def _on_gone(self, gone: asyncio.Future[BaseException]) -> None:
-        if not gone.cancelled():
-            self.lost.set(gone.result())
+        if gone.cancelled():
+            return
+        if self._handing_over:
+            self._deferred = gone.result()
+            return
+        self.lost.set(gone.result())
 
     def _on_watcher_end(self, watcher: asyncio.Task[None]) -> None:
         # A watcher that died cannot report our key's deletion: count that as a loss. Its
@@ -275,11 +283,24 @@ class Leadership:
         self._check()
         target = await t.read_target(self._core, self.name, to, self.key)
         holder = t.Holder(self.key, self.token, self.lease)
+
+        async def last_step() -> None:
+            if before_hand_over is not None:
+                await before_hand_over()
+            self._check()
+            self._handing_over = True
+
         try:
-            await t.hand_over(self._core, self.name, holder, target, timeout, before_hand_over)
+            await t.hand_over(self._core, self.name, holder, target, timeout, last_step)
         except t.HolderGone:
             self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
             raise NotLeader(f"leadership was lost: {self.lost.reason}") from None
+        except BaseException:
+            if self._deferred is not None:
+                self.lost.set(self._deferred)
+            raise
+        finally:
+            self._handing_over = False
         self.lost.set(None)
         self._resigned = True
         if self._owns_session:

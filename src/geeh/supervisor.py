@@ -113,24 +113,24 @@ class Supervisor:
         return task
 
     async def _stop(self, task: asyncio.Task[Any], leadership: Leadership) -> None:
-        """Cancel work and wait until it has finished, warning once its grace is over."""
         grace = self.grace if self.grace is not None else safety_margin(leadership.session.ttl)
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=grace)  # wait() never cancels
-        if not done:
-            log.error(
-                "work for %s still runs %.2fs after leadership ended; it must stop on "
-                "cancellation: waiting for it",
-                show(leadership.name),
-                grace,
-            )
-            await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "work for %s raised while stopping",
-                show(leadership.name),
-                exc_info=task.exception(),
-            )
+        await stop_work(task, show(leadership.name), grace)
+
+
+async def stop_work(task: asyncio.Task[Any], name: str, grace: float) -> None:
+    """Cancel work and wait until it has finished, warning once its grace is over."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=grace)  # wait() never cancels
+    if not done:
+        log.error(
+            "work for %s still runs %.2fs after leadership ended; it must stop on "
+            "cancellation: waiting for it",
+            name,
+            grace,
+        )
+        await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.error("work for %s raised while stopping", name, exc_info=task.exception())
 
 
 async def _run_work(work: Work, leadership: Leadership) -> Any:
