@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -23,7 +24,7 @@ from support.wait import eventually, within
 
 import geeh
 from geeh._proto import rpc_pb2
-from geeh.balance import assign
+from geeh.balance import View, assign
 from geeh.keys import election_prefix, prefix_end
 from geeh.net.retry import RANGE
 from geeh.testing import LocalEtcdCluster
@@ -74,22 +75,22 @@ class History:
         self.revision = 0
         self.checking = True
 
-    def apply(self, events: list[object]) -> None:
-        by_revision: dict[int, list[object]] = {}
+    def apply(self, events: list[Any]) -> None:
+        by_revision: dict[int, list[Any]] = {}
         for e in events:
-            by_revision.setdefault(e.kv.mod_revision, []).append(e)  # type: ignore[attr-defined]
+            by_revision.setdefault(e.kv.mod_revision, []).append(e)
         for revision in sorted(by_revision):
             self.revision = revision
             touched = set()
             for e in by_revision[revision]:
-                head, _, tail = e.kv.key[len(self.prefix) :].partition(b"/")  # type: ignore[attr-defined]
+                head, _, tail = e.kv.key[len(self.prefix) :].partition(b"/")
                 if not head.isdigit() or not tail:
                     continue
                 line = self.lines.setdefault(head, set())
-                if e.type == e.DELETE:  # type: ignore[attr-defined]
-                    line.discard(e.kv.key)  # type: ignore[attr-defined]
+                if e.type == e.DELETE:
+                    line.discard(e.kv.key)
                 else:
-                    line.add(e.kv.key)  # type: ignore[attr-defined]
+                    line.add(e.kv.key)
                 touched.add(head)
             for shard in touched:
                 if self.checking and not self.lines[shard]:
@@ -141,7 +142,7 @@ async def history(client: geeh.Client, name: str) -> AsyncIterator[History]:
         await asyncio.wait({task})
 
 
-async def settled(shards: geeh.Shards, members: int) -> geeh.balance.View:  # type: ignore[name-defined]
+async def settled(shards: geeh.Shards, members: int) -> View:
     async def check() -> object:
         view = await shards.view()
         return view if len(view.members) == members and view.balanced() else None
