@@ -12,6 +12,8 @@ import asyncio
 import os
 import signal
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -249,3 +251,42 @@ async def test_bad_input(client: geeh.Client, name: str) -> None:
         client.shards(name, 0)
     with pytest.raises(geeh.InvalidArgument, match="work"):
         await client.shards(name, 2).run(None, "v")  # type: ignore[arg-type]
+
+
+def test_the_blocking_form(etcd: LocalEtcdCluster, name: str) -> None:
+    """Two blocking members share the shards; work runs on threads; close hands over."""
+    queue = geeh.ActiveCompletionQueue()
+    try:
+        running: dict[int, str] = {}
+        lock = threading.Lock()
+
+        def member(value: str) -> Any:
+            def work(shard: int, leadership: geeh.Leadership, stop: threading.Event) -> None:
+                with lock:
+                    running[shard] = value
+                stop.wait()
+                with lock:
+                    if running.get(shard) == value:
+                        del running[shard]
+
+            return work
+
+        members = []
+        for value in ("a", "b"):
+            client = queue.client(etcd.endpoints)
+            shards = geeh.ShardedElection(queue, client, name, N, value, ttl=TTL)
+            shards.run(member(value))
+            members.append(shards)
+        deadline = time.monotonic() + 20
+        while Counter(running.values()) != {"a": N // 2, "b": N // 2}:
+            assert time.monotonic() < deadline, f"not balanced: {running}"
+            time.sleep(0.05)
+        members[0].close(timeout=15)
+        while Counter(running.values()) != {"b": N}:
+            assert time.monotonic() < deadline + 10, f"not handed over: {running}"
+            time.sleep(0.05)
+        members[1].close(timeout=15)
+        members[1].close()  # harmless twice
+        assert running == {}
+    finally:
+        queue.close()

@@ -13,6 +13,7 @@ watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect
 
 from . import _grpc_setup, fork, kv  # noqa: F401 - first: gRPC settings before it loads
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
+from .blocking_shards import ShardedElection
 from .candidates import Candidate
 from .client import Client
 from .election import Campaign, Election
@@ -71,6 +72,7 @@ __all__ = [
     "Observation",
     "Session",
     "SessionExpired",
+    "ShardedElection",
     "Shards",
     "Timeout",
     "TransferFailed",
