@@ -188,6 +188,9 @@ async def test_two_three_two_members_balanced_without_a_gap(
         view = await settled(shards, 3)
         moved = sum(1 for s, o in view.owners.items() if before[s] != o.lease)
         assert moved == N // 3  # the newcomer's share, and no more
+        await eventually(
+            lambda: Counter(witness.running.values())["m2"] == moved, what="the newcomer's work"
+        )
         assert witness.started - starts == moved  # shards that stayed were not restarted
         await eventually(lambda: len(witness.running) == N, what="work on every shard")
 
