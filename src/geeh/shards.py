@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from ._proto import rpc_pb2 as rpc
@@ -75,6 +75,19 @@ class Shards:
         request = rpc.RangeRequest(key=self.prefix, range_end=self._end)
         response = await self._core.transport.call(RANGE, request, what=f"shards {self}")
         return parse(self.prefix, self.count, response.header.revision, list(response.kvs))
+
+    async def follow(self) -> AsyncGenerator[View, None]:
+        """The view now, then again after every change under ``NAME/`` (a fresh read each)."""
+        view = await self.view()
+        yield view
+        while True:
+            watch = self._core.watches.watch(
+                self.prefix, range_end=self._end, start_revision=view.revision + 1
+            )
+            with watch, contextlib.suppress(Compacted):
+                await watch.next()
+            view = await self.view()
+            yield view
 
     async def run(
         self,
