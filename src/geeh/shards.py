@@ -52,6 +52,9 @@ log = logging.getLogger("geeh.shards")
 ShardWork = Callable[[int, Leadership], Awaitable[Any]]
 # Changes come in bursts (a member joins N lines at once): one read per burst, not per event.
 SETTLE = 0.05
+# Read again this often with no change at all: a campaign that failed (etcd unreachable, say)
+# is retried even if nothing else happens. Changes are followed by the watch, not by this.
+REREAD = 30.0
 
 
 class Shards:
@@ -194,7 +197,7 @@ class _Member:
             log.warning("leaving %s: %s", show(self.shards.name), err)
 
     async def _control(self, *, leaving: bool) -> None:
-        """Read, apply the rule, act; again on every change (and every TTL/2 regardless)."""
+        """Read, apply the rule, act; again on every change (and every REREAD seconds)."""
         shards = self.shards
         revision = 0
         while True:
@@ -215,7 +218,7 @@ class _Member:
                 shards.prefix, range_end=shards._end, start_revision=revision + 1
             )
             with watch, contextlib.suppress(Compacted, TimeoutError):
-                async with asyncio.timeout(self.ttl / 2):
+                async with asyncio.timeout(REREAD):
                     self.wake.clear()
                     await _first(watch.next(), self.wake.wait())
                 await asyncio.sleep(SETTLE)
