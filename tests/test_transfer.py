@@ -80,6 +80,7 @@ async def test_transfer_to_the_third_in_line(
     assert target.value == b"T"
     new = await within(t, 5, "the target to lead")
     assert not old.is_leader and new.is_leader
+    assert old.lost.reason is None  # a hand-over, not a loss
     assert not a.done() and not b.done()
     line = [c.value for c in await election.candidates(ttl=False)]
     assert line[:2] == [b"T", b"A"] or line[:2] == [b"T", b"B"]

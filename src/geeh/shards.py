@@ -67,7 +67,7 @@ class Shards:
         self.prefix = election_prefix(name)
         self.name = self.prefix[:-1]
         self.count = count
-        self._end = prefix_end(self.prefix)
+        self.end = prefix_end(self.prefix)  # the range end covering every key of the shards
 
     def election(self, shard: int) -> Election:
         """The plain election of ``shard``: ``NAME/<shard>``."""
@@ -75,7 +75,7 @@ class Shards:
 
     async def view(self) -> View:
         """Members, owners and lines as etcd has them now (what ``geeh shards`` shows)."""
-        request = rpc.RangeRequest(key=self.prefix, range_end=self._end)
+        request = rpc.RangeRequest(key=self.prefix, range_end=self.end)
         response = await self._core.transport.call(RANGE, request, what=f"shards {self}")
         return parse(self.prefix, self.count, response.header.revision, list(response.kvs))
 
@@ -85,7 +85,7 @@ class Shards:
         yield view
         while True:
             watch = self._core.watches.watch(
-                self.prefix, range_end=self._end, start_revision=view.revision + 1
+                self.prefix, range_end=self.end, start_revision=view.revision + 1
             )
             with watch, contextlib.suppress(Compacted):
                 await watch.next()
@@ -121,7 +121,7 @@ class Shards:
         backoff = Backoff(base=0.1, cap=5.0)
         while True:
             self._core.check_open()
-            member = _Member(self, work, data, ttl, grace, leave_timeout or float(ttl))
+            member = _Member(self._core, self, work, data, ttl, grace, leave_timeout or float(ttl))
             try:
                 await member.run()
             except ClosedError:
@@ -139,6 +139,7 @@ class _Member:
 
     def __init__(
         self,
+        core: Core,
         shards: Shards,
         work: ShardWork,
         value: bytes,
@@ -147,7 +148,7 @@ class _Member:
         leave_timeout: float,
     ) -> None:
         self.shards = shards
-        self.core = shards._core
+        self.core = core
         self.work = work
         self.value = value
         self.ttl = ttl
@@ -215,7 +216,7 @@ class _Member:
                     slot.task.cancel()  # nobody to take them: resign
             revision = view.revision
             watch = self.core.watches.watch(
-                shards.prefix, range_end=shards._end, start_revision=revision + 1
+                shards.prefix, range_end=shards.end, start_revision=revision + 1
             )
             with watch, contextlib.suppress(Compacted, TimeoutError):
                 async with asyncio.timeout(REREAD):
