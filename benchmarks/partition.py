@@ -322,8 +322,63 @@ def etcd_messages(url: str) -> Any:
     return lambda: sum(scrape(url).values())
 
 
-def markdown(runs: list[Run]) -> str:
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2] if values else float("nan")
+
+
+def summary(runs: list[Run]) -> list[str]:
+    """One row per system and N: graceful events, kills, idle cost."""
     out = [
+        "| system | N | graceful: median / max s to balanced | graceful: shard-s without work "
+        "| graceful: shard-s without owner (etcd) | kill: max s to balanced | kill: shard-s "
+        "without work per moved shard | moved / fewest (all events) | messages per event "
+        "(median) | idle messages/s | RSS per member (mean), KiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        graceful = [e for e in r.events if e.kind != "kill"]
+        kills = [e for e in r.events if e.kind == "kill"]
+        owner = (
+            "-" if r.system != "geeh" else f"{sum(e.unowned_in_etcd or 0.0 for e in graceful):.2f}"
+        )
+        per_moved = sum(e.unowned_shard_seconds for e in kills) / max(
+            1, sum(e.moved for e in kills)
+        )
+        out.append(
+            f"| {r.system} | {r.n} | {_median([e.seconds for e in graceful]):.2f} / "
+            f"{max(e.seconds for e in graceful):.2f} | "
+            f"{sum(e.unowned_shard_seconds for e in graceful):.1f} | {owner} | "
+            f"{max(e.seconds for e in kills):.2f} | {per_moved:.2f} | "
+            f"{sum(e.moved for e in r.events)} / {sum(e.minimum for e in r.events)} | "
+            f"{_median([e.messages for e in r.events]):.0f} | {r.idle_messages_per_s:.1f} | "
+            f"{sum(r.rss_kib) / max(1, len(r.rss_kib)):.0f} |"
+        )
+    return out
+
+
+def markdown(runs: list[Run]) -> str:
+    sizes = sorted({r.n for r in runs})
+    out = [
+        "## 5d. Rebalancing shards: gee-h against kazoo's SetPartitioner on ZooKeeper",
+        "",
+        f"`python -m benchmarks.partition` (N = {', '.join(map(str, sizes))}). Members (one "
+        "process each) go 2 -> 8 (one join at a time) -> 3 (leave, SIGKILL, leave, SIGKILL, "
+        f"leave). gee-h: `client.shards(name, N).run(...)`, TTL {TTL} s, on a 1-member etcd. "
+        "kazoo: `SetPartitioner` (time_boundary "
+        f"{BOUNDARY:g} s; its default is 30 s), session timeout {TTL} s, on Debian's "
+        "ZooKeeper 3.8 started by the benchmark. Each member prints when the work of a "
+        "shard starts and stops; the driver stamps each line as it arrives. *Balanced*: every "
+        "shard run by exactly one live member, shares floor/ceil. *Without work*: "
+        "shard-seconds with no member running the shard (for a SIGKILL, from the kill). "
+        "*Without owner (etcd)*: shard-seconds with no key at all in the shard's line, from a "
+        "watch on etcd. *Fewest*: the fewest moves the new shares allow. *Messages*: what the "
+        "server received during the event (etcd's gRPC counters, ZooKeeper's mntr packets).",
+        "",
+        *summary(runs),
+        "",
+        "Every event:",
+        "",
         "| system | N | event | members | s to balanced | shard-s without work | "
         "shard-s without owner (etcd) | moved / fewest | messages |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -336,12 +391,13 @@ def markdown(runs: list[Run]) -> str:
                 f"{e.unowned_shard_seconds:.2f} | {owner} | {e.moved} / {e.minimum} | "
                 f"{e.messages:.0f} |"
             )
-    out += ["", "| system | N | idle messages/s (3 members) | RSS per member, KiB |"]
-    out.append("|---|---:|---:|---|")
-    for r in runs:
-        rss = ", ".join(str(k) for k in r.rss_kib)
-        out.append(f"| {r.system} | {r.n} | {r.idle_messages_per_s:.1f} | {rss} |")
     return "\n".join(out) + "\n"
+
+
+def load(path: str) -> list[Run]:
+    with open(path) as f:
+        raw = json.load(f)
+    return [Run(**{**r, "events": [Event(**e) for e in r["events"]]}) for r in raw]
 
 
 async def main_async(sizes: list[int], idle: float, systems: list[str]) -> list[Run]:
@@ -382,7 +438,13 @@ def main() -> int:
     parser.add_argument("--systems", default="geeh,kazoo", help="geeh, kazoo or both")
     parser.add_argument("--idle", type=float, default=20.0, help="idle window, seconds")
     parser.add_argument("--out", default=RESULTS, help="where to write the results")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite partition.md from partition.json"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        write(load(os.path.join(args.out, "partition.json")), args.out)
+        return 0
     sizes = [64] if args.quick else [int(s) for s in args.sizes.split(",")]
     idle = 5.0 if args.quick else args.idle
     runs = asyncio.run(main_async(sizes, idle, args.systems.split(",")))
