@@ -34,10 +34,11 @@ async def test_our_keys_deletion_seen_before_the_hand_overs_answer_is_not_a_loss
     transport.handlers[RANGE.path] = lambda r: line(leadership.key)
     txns = []
 
-    def txn(request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def txn(request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         txns.append(request)
-        if len(txns) == 2:  # the hand-over: the deletion event comes first
+        if len(txns) == 2:  # the hand-over: the deletion event is delivered first
             gone.set_result(geeh.CandidateRemoved("our key was deleted"))
+            await asyncio.sleep(0)  # its callbacks run before the answer comes back
         return rpc_pb2.TxnResponse(succeeded=True)
 
     transport.handlers[TXN.path] = txn
@@ -57,10 +58,11 @@ async def test_a_loss_during_a_failed_hand_over_stays_a_loss() -> None:
     transport.handlers[RANGE.path] = lambda r: line(leadership.key)
     calls = []
 
-    def txn(request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    async def txn(request: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         calls.append(request)
         if len(calls) == 2:
             gone.set_result(geeh.CandidateRemoved("revoked by an operator"))
+            await asyncio.sleep(0)
             empty = rpc_pb2.ResponseOp(response_range=rpc_pb2.RangeResponse())
             return rpc_pb2.TxnResponse(succeeded=False, responses=[empty])
         return rpc_pb2.TxnResponse(succeeded=True)
