@@ -132,7 +132,7 @@ class Members:
         argv += [self.endpoint, self.name, str(self.n), str(TTL), label, str(BOUNDARY)]
         proc = self.procs[label] = Proc(argv, f"{self.system}-{label}", stdin=True)
         self.read[label] = 0
-        stamp, _, index = await proc.wait_line(lambda line: line == b"ready", timeout=60)
+        stamp, _, index = await proc.wait_line(lambda line: line == b"joining", timeout=60)
         self.read[label] = index + 1
         return stamp
 

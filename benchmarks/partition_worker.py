@@ -2,7 +2,7 @@
 
     python -m benchmarks.partition_worker geeh|kazoo ENDPOINT NAME N TTL VALUE [BOUNDARY]
 
-Prints "+ S" when it starts work on shard S and "- S" when that work stops (the driver
+Prints "joining" when it starts to join (connected), "+ S" when it starts work on shard S and "- S" when that work stops (the driver
 stamps each line as it arrives), "rss KIB" when sent "rss" on stdin, and "left" after "leave"
 (a graceful leave: gee-h hands its shards over, kazoo calls finish()).
 """
@@ -59,9 +59,9 @@ async def geeh_member(endpoint: str, name: str, n: int, ttl: int, value: str) ->
             finally:
                 say(f"- {shard}")
 
-        run = asyncio.create_task(client.shards(name, n).run(work, value, ttl=ttl))
         commands(on_line)
-        say("ready")
+        say("joining")  # the join starts now: the driver times the event from here
+        run = asyncio.create_task(client.shards(name, n).run(work, value, ttl=ttl))
         await leave.wait()
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
@@ -81,12 +81,12 @@ def kazoo_member(endpoint: str, name: str, n: int, ttl: int, value: str, boundar
 
     zk = KazooClient(hosts=endpoint, timeout=float(ttl))
     zk.start()
+    commands(on_line)
+    say("joining")  # the join starts now: the driver times the event from here
     partitioner = zk.SetPartitioner(
         path=f"/{name}", set=set(range(n)), time_boundary=boundary, identifier=value
     )
     held: set[int] = set()
-    commands(on_line)
-    say("ready")
 
     def release() -> None:
         for shard in sorted(held):

@@ -120,7 +120,8 @@ class Shards:
             raise InvalidArgument(f"grace must be a number of seconds >= 0, got {grace!r}")
         backoff = Backoff(base=0.1, cap=5.0)
         while True:
-            self._core.check_open()
+            if self._core.closed:
+                return
             member = _Member(self._core, self, work, data, ttl, grace, leave_timeout or float(ttl))
             try:
                 await member.run()
