@@ -2,9 +2,10 @@
 
     python -m benchmarks.partition_worker geeh|kazoo ENDPOINT NAME N TTL VALUE [BOUNDARY]
 
-Prints "joining" when it starts to join (connected), "+ S" when it starts work on shard S and "- S" when that work stops (the driver
-stamps each line as it arrives), "rss KIB" when sent "rss" on stdin, and "left" after "leave"
-(a graceful leave: gee-h hands its shards over, kazoo calls finish()).
+Prints "joining" when it starts to join (connected), "+ S" when it starts work on shard S
+and "- S" when that work stops (the driver stamps each line as it arrives), "rss KIB" when
+sent "rss" on stdin, and "left" after "leave" (a graceful leave: gee-h hands its shards over,
+kazoo calls finish()).
 """
 
 from __future__ import annotations
