@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
+import subprocess
 import time
 import traceback
 from dataclasses import asdict
@@ -29,7 +31,7 @@ from .cluster import LocalEtcdCluster, TcpProxy, find_etcdctl
 from .controller import Options
 from .history import Log
 from .nemesis import Fault, Nemesis
-from .proc import Child, stop_all
+from .proc import ROOT, Child, stop_all
 
 NAME = "chaos-shards"
 COUNT = 16
@@ -37,6 +39,22 @@ INITIAL = 3
 SLOTS = 6
 MEMBER_KINDS = ("join", "leave", "kill", "pause")
 ETCD_KINDS = ("kill-member", "stop-member", "kill-raft-leader")
+
+
+class Member(Child):
+    """A member process that imports the same gee-h as the controller (a source tree too)."""
+
+    def start(self) -> None:
+        source = str(Path(geeh.__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), source]))
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.stderr, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=err,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.expected_down = False
+        self.paused = False
 
 
 def schedule(seed: int, seconds: float, ttl: int) -> list[Fault]:
@@ -96,7 +114,7 @@ class ShardedRun:
                 *["--out", str(self.dir / f"s{i}.jsonl")],
                 *(["--broken"] if opts.broken else []),
             ]
-            self.workers.append(Child(f"s{i}", "chaos.shard_worker", args, self.dir))
+            self.workers.append(Member(f"s{i}", "chaos.shard_worker", args, self.dir))
             self.workers[-1].expected_down = True
         for child in self.workers[:INITIAL]:
             child.start()
@@ -155,6 +173,9 @@ class ShardedRun:
             self.workers[i].start()
             target = f"s{i}"
         elif f.kind in ("leave", "kill", "pause") and len(up) > 1:
+            if f.kind != "leave":  # a member that leads shards, when there is one
+                holders = await self._holders()
+                up = [i for i in up if f"s{i}" in holders] or up
             i = up[int(f.picks[0] * len(up))]
             child, target = self.workers[i], f"s{i}"
             if f.kind == "leave":
@@ -169,6 +190,15 @@ class ShardedRun:
                 child.signal(signal.SIGCONT)
         self.faults.write("fault", kind=f.kind, lane=f.lane, target=target, start=start,
                           end=time.monotonic(), at=f.at, skipped=target == "none")  # fmt: skip
+
+    async def _holders(self) -> set[str]:
+        """The members that lead a shard now, by name (empty if etcd does not answer)."""
+        assert self.client is not None
+        with contextlib.suppress(geeh.GeehError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                view = await self.client.shards(NAME, COUNT).view()
+            return {view.values.get(o.lease, b"").decode() for o in view.owners.values()}
+        return set()
 
     async def _balanced(self, timeout: float) -> float | None:
         """When the shards were first seen balanced over the running members (None: never)."""
