@@ -79,7 +79,9 @@ class Member:
             while True:
                 try:
                     async with geeh.Client(endpoints) as client:
-                        await client.shards(name, count).run(self.work, self.id, ttl=ttl)
+                        # The value names this incarnation: a restarted member is a new one.
+                        value = f"{self.id}.{os.getpid()}"
+                        await client.shards(name, count).run(self.work, value, ttl=ttl)
                 except geeh.GeehError as err:
                     logging.getLogger("chaos.shard_worker").warning("%s; connecting again", err)
                     await asyncio.sleep(0.5)

@@ -197,7 +197,8 @@ class ShardedRun:
         with contextlib.suppress(geeh.GeehError, TimeoutError):
             async with asyncio.timeout(2.0):
                 view = await self.client.shards(NAME, COUNT).view()
-            return {view.values.get(o.lease, b"").decode() for o in view.owners.values()}
+            values = (view.values.get(o.lease, b"") for o in view.owners.values())
+            return {value.decode().split(".")[0] for value in values}
         return set()
 
     async def _balanced(self, timeout: float) -> float | None:
@@ -209,8 +210,11 @@ class ShardedRun:
             with contextlib.suppress(geeh.GeehError, TimeoutError):
                 async with asyncio.timeout(2.0):
                     view = await shards.view()
-                running = sum(c.running() for c in self.workers)
-                if view.balanced() and len(view.members) == running:
+                # Each running incarnation a member, and no other (a killed one's key stays
+                # until its lease expires).
+                running = sorted(f"{c.name}.{c.pid}" for c in self.workers if c.running())
+                joined = sorted(view.values[m].decode() for m in view.members)
+                if view.balanced() and joined == running:
                     return time.monotonic()
             await asyncio.sleep(0.1)
         return None
