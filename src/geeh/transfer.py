@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
@@ -179,7 +180,15 @@ async def hand_over(
         compare=[_created(holder.key, holder.token)], success=[rpc.RequestOp(request_put=put)]
     )
     transport = core.transport
-    response = await transport.call(TXN, announce, retry=SAFE, what="transfer")
+    try:
+        response = await transport.call(TXN, announce, retry=SAFE, what="transfer")
+    except EtcdError as err:
+        if err.code != "PERMISSION_DENIED":
+            raise
+        raise TransferFailed(
+            f"may not write the transfer intent {show(intent)}: grant readwrite on it too "
+            "(etcdctl role grant-permission --prefix ROLE readwrite NAME covers both)"
+        ) from None
     if not response.succeeded:
         raise HolderGone(f"leader key {show(holder.key)} is gone")
     announced = response.header.revision
@@ -237,8 +246,13 @@ async def await_intent(core: Core, name: bytes, token: int, since: int) -> None:
     """
     key = intent_key(name)
     revision = since
+    checked = core.transport.auth is None  # without auth, every key is readable
     while True:
         try:
+            if not checked:
+                if not await _readable(core, key):
+                    await asyncio.Future()  # never told: a candidate that does not step aside
+                checked = True
             if revision == 0:
                 response = await core.transport.call(
                     RANGE, rpc.RangeRequest(key=key), what="transfer intent"
@@ -258,6 +272,32 @@ async def await_intent(core: Core, name: bytes, token: int, since: int) -> None:
         except EtcdError as err:
             log.debug("cannot follow transfer intent %s: %s", show(key), err)
             await asyncio.Future()
+
+
+# Per client, whether its user may read each intent key (see _readable).
+_readable_keys: weakref.WeakKeyDictionary[Core, dict[bytes, bool]] = weakref.WeakKeyDictionary()
+
+
+async def _readable(core: Core, key: bytes) -> bool:
+    """Whether this client's user may read ``key``; asked once per client and key.
+
+    Why ask: etcd refuses a watch the user may not read by cancelling it as "permission
+    denied", which the watch stream takes for an expired token and re-opens, over and over,
+    starving every other watch on it. A read refused is just an error.
+    """
+    known = _readable_keys.setdefault(core, {})
+    if key not in known:
+        try:
+            await core.transport.call(
+                RANGE, rpc.RangeRequest(key=key, count_only=True), what="transfer intent"
+            )
+            known[key] = True
+        except EtcdError as err:
+            if err.code != "PERMISSION_DENIED":
+                raise
+            log.debug("%s is not readable: candidates here will not step aside", show(key))
+            known[key] = False
+    return known[key]
 
 
 def _ahead_of(data: bytes, token: int) -> bool:
