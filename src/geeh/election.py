@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from . import withdraw
@@ -339,10 +339,7 @@ class Campaign:
         core = self.election._core
         loop = asyncio.get_running_loop()
         stopped: asyncio.Future[BaseException] = loop.create_future()
-        intent = loop.create_task(
-            await_intent(core, self.election.name, token, since),
-            name=f"geeh-transfer-intent-{session.lease:x}",
-        )
+        intent: asyncio.Task[None] | None = None
 
         def relay(done: asyncio.Future[Any]) -> None:
             if stopped.done() or done.cancelled():
@@ -353,17 +350,34 @@ class Campaign:
             else:
                 stopped.set_result(done.result())
 
+        def in_line() -> None:
+            """Someone is ahead of us: from now on, follow transfer intents too. (Not before:
+            a candidate that wins at once, as most of a sharded member's do, costs no watch.
+            The watch starts at ``since``, so an intent written meanwhile is not missed.)"""
+            nonlocal intent
+            if intent is None:
+                intent = loop.create_task(
+                    await_intent(core, self.election.name, token, since),
+                    name=f"geeh-transfer-intent-{session.lease:x}",
+                )
+                intent.add_done_callback(relay)
+
         gone.add_done_callback(relay)
-        intent.add_done_callback(relay)
         try:
-            await self._wait_in_line(session, key, token, stopped)
+            await self._wait_in_line(session, key, token, stopped, in_line)
         finally:
             gone.remove_done_callback(relay)
-            intent.remove_done_callback(relay)
-            await stop(intent, "transfer intent watch")
+            if intent is not None:
+                intent.remove_done_callback(relay)
+                await stop(intent, "transfer intent watch")
 
     async def _wait_in_line(
-        self, session: Session, key: bytes, token: int, gone: asyncio.Future[BaseException]
+        self,
+        session: Session,
+        key: bytes,
+        token: int,
+        gone: asyncio.Future[BaseException],
+        in_line: Callable[[], None],
     ) -> None:
         core = self.election._core
         while True:
@@ -390,6 +404,7 @@ class Campaign:
                 raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
             if len(kvs) == 1:
                 break
+            in_line()
             older = [kv.key for kv in kvs[1:]]
             line = Line(
                 core.watches, key, older, complete=not response.more, read=response.header.revision
