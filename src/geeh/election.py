@@ -43,8 +43,8 @@ from .net.retry import RANGE, SAFE, TXN, Backoff
 from .observe import Observation
 from .session import Session, check_ttl
 from .supervisor import OnElected, OnLost, Supervisor, Work
-from .tasks import failed, stop
-from .transfer import StepAside, await_intent
+from .tasks import stop
+from .transfer import IntentFollower, StepAside
 from .watch import NOPUT, Watch
 from .win import Line, Verdict
 
@@ -336,40 +336,11 @@ class Campaign:
         Beside it, a transfer intent that names a candidate behind us ends the wait with
         :class:`~geeh.transfer.StepAside` (see transfer.py).
         """
-        core = self.election._core
-        loop = asyncio.get_running_loop()
-        stopped: asyncio.Future[BaseException] = loop.create_future()
-        intent: asyncio.Task[None] | None = None
-
-        def relay(done: asyncio.Future[Any]) -> None:
-            if stopped.done() or done.cancelled():
-                return
-            if done is intent:
-                if not failed(intent, "transfer intent watch"):
-                    stopped.set_result(StepAside("a transfer names a candidate behind us"))
-            else:
-                stopped.set_result(done.result())
-
-        def in_line() -> None:
-            """Someone is ahead of us: from now on, follow transfer intents too. (Not before:
-            a candidate that wins at once, as most of a sharded member's do, costs no watch.
-            The watch starts at ``since``, so an intent written meanwhile is not missed.)"""
-            nonlocal intent
-            if intent is None:
-                intent = loop.create_task(
-                    await_intent(core, self.election.name, token, since),
-                    name=f"geeh-transfer-intent-{session.lease:x}",
-                )
-                intent.add_done_callback(relay)
-
-        gone.add_done_callback(relay)
+        follower = IntentFollower(self.election._core, self.election.name, token, since, gone)
         try:
-            await self._wait_in_line(session, key, token, stopped, in_line)
+            await self._wait_in_line(session, key, token, follower.stopped, follower.in_line)
         finally:
-            gone.remove_done_callback(relay)
-            if intent is not None:
-                intent.remove_done_callback(relay)
-                await stop(intent, "transfer intent watch")
+            await follower.close()
 
     async def _wait_in_line(
         self,

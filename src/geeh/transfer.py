@@ -25,7 +25,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._proto import rpc_pb2 as rpc
 from .candidates import Candidate, read_candidates
@@ -40,6 +40,7 @@ from .errors import (
 )
 from .keys import election_prefix, prefix_end, show, to_bytes
 from .net.retry import RANGE, SAFE, TXN
+from .tasks import failed, stop
 
 log = logging.getLogger("geeh.transfer")
 
@@ -272,6 +273,53 @@ async def await_intent(core: Core, name: bytes, token: int, since: int) -> None:
         except EtcdError as err:
             log.debug("cannot follow transfer intent %s: %s", show(key), err)
             await asyncio.Future()
+
+
+class IntentFollower:
+    """Beside a waiting campaign: ``stopped`` gets the campaign's end (from ``gone``), or a
+    :class:`StepAside` once a transfer intent names a candidate behind us.
+
+    The intent is followed only from :meth:`in_line` on (someone is ahead of us): a
+    candidate that wins at once, as most of a sharded member's do, costs no watch. The watch
+    starts at ``since``, so an intent written meanwhile is not missed.
+    """
+
+    def __init__(
+        self,
+        core: Core,
+        name: bytes,
+        token: int,
+        since: int,
+        gone: asyncio.Future[BaseException],
+    ) -> None:
+        self._core, self._name, self._token, self._since = core, name, token, since
+        self._gone = gone
+        self._task: asyncio.Task[None] | None = None
+        self.stopped: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        gone.add_done_callback(self._relay)
+
+    def in_line(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                await_intent(self._core, self._name, self._token, self._since),
+                name=f"geeh-transfer-intent-{self._token}",
+            )
+            self._task.add_done_callback(self._relay)
+
+    def _relay(self, done: asyncio.Future[Any]) -> None:
+        if self.stopped.done() or done.cancelled():
+            return
+        if done is self._task:
+            if not failed(self._task, "transfer intent watch"):
+                self.stopped.set_result(StepAside("a transfer names a candidate behind us"))
+        else:
+            self.stopped.set_result(done.result())
+
+    async def close(self) -> None:
+        self._gone.remove_done_callback(self._relay)
+        if self._task is not None:
+            self._task.remove_done_callback(self._relay)
+            await stop(self._task, "transfer intent watch")
 
 
 # Per client, whether its user may read each intent key (see _readable).
