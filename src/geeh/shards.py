@@ -203,6 +203,7 @@ class _Member:
         shards = self.shards
         revision = 0
         while True:
+            self.wake.clear()  # before the read: a slot that ends after it wakes us again
             try:
                 view = await shards.view()
             except EtcdError as err:
@@ -221,7 +222,6 @@ class _Member:
             )
             with watch, contextlib.suppress(Compacted, TimeoutError):
                 async with asyncio.timeout(REREAD):
-                    self.wake.clear()
                     await _first(watch.next(), self.wake.wait())
                 await asyncio.sleep(SETTLE)
 
