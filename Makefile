@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test test-slow bench bench-beat redis-server lint docs dist wheel-smoke protos etcd34 clean chaos chaos-short chaos-check
+.PHONY: demo test test-slow bench bench-beat redis-server lint docs dist wheel-smoke protos etcd34 clean chaos chaos-short chaos-sharded-short chaos-check partition zookeeper
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ chaos: $(STAMP)
 ## chaos-short: the short chaos run CI makes (60 s, fixed seed)
 chaos-short: $(STAMP)
 	$(BIN)/python -m chaos --seconds 60 --seed 1
+
+## chaos-sharded-short: the short sharded chaos run CI makes (60 s, fixed seed)
+chaos-sharded-short: $(STAMP)
+	$(BIN)/python -m chaos --sharded --seconds 60 --seed 1
+
+## partition: rebalancing shards against kazoo's SetPartitioner (needs Debian's zookeeper)
+partition: $(STAMP) zookeeper
+	$(BIN)/python -m benchmarks.partition
 
 ## chaos-check: show that the checker works: correct workers pass, broken ones fail (2 runs)
 chaos-check: $(STAMP)
@@ -94,6 +102,12 @@ protos: $(STAMP)
 etcd34:
 	@if [ ! -x /usr/bin/etcd ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; \
+	fi
+
+## zookeeper: Debian's ZooKeeper, the other side of the partition benchmark (needs root)
+zookeeper:
+	@if [ ! -x /usr/share/zookeeper/bin/zkServer.sh ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper; \
 	fi
 
 clean:

@@ -231,10 +231,20 @@ def write(path: str, data: dict[str, Any]) -> None:
     L += section_cost(data)
     L += report_users.section_fleet(data)
     L += report_users.section_shards(data)
+    L += section_partition()
     L += section_profiles(data)
     L += notes(data)
     with open(path, "w") as f:
         f.write("\n".join(L).rstrip() + "\n")
+
+
+def section_partition() -> list[str]:
+    """5d, measured apart (``python -m benchmarks.partition``): its last results, if any."""
+    path = os.path.join(RESULTS, "partition.md")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [*f.read().rstrip().splitlines(), ""]
 
 
 def _met(ok: bool) -> str:

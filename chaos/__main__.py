@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import checker
+from . import checker, shard_checker, sharded
 from .controller import Options, execute
 from .nemesis import schedule
 
@@ -53,6 +53,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="let a member frozen past the TTL be the raft leader: etcd before its fix for "
         "etcd-io/etcd#15247 then revokes live leases, which the checker reports",
     )
+    parser.add_argument(
+        "--sharded", action="store_true", help="sharded mode: members share shards (sharded.py)"
+    )
     parser.add_argument("--etcd", help="etcd binary (default: the one gee-h's tests use)")
     parser.add_argument("--dir", type=Path, help="run directory (default: a new temporary one)")
     parser.add_argument("--check", type=Path, metavar="DIR", help="only check an earlier run")
@@ -72,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chaos: {args.check} is not a run directory (no run.json)", file=sys.stderr)
             return 2
         try:
+            if sharded.rundir_is_sharded(args.check):
+                return shard_checker.report(args.check)
             return checker.report(args.check)
         except (OSError, ValueError, KeyError, TypeError) as err:
             print(f"chaos: cannot check {args.check}: {type(err).__name__}: {err}", file=sys.stderr)
             return 2
     if args.plan:
-        for f in schedule(args.seed, args.seconds, args.ttl):
+        plan = sharded.schedule if args.sharded else schedule
+        for f in plan(args.seed, args.seconds, args.ttl):
             print(f"{f.at:8.3f}s  {f.lane:7}  {f.kind:16}  for {f.hold:.3f}s")
         return 0
     rundir = args.dir or Path(tempfile.mkdtemp(prefix=f"geeh-chaos-seed{args.seed}-"))
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos: seed {args.seed}, {args.seconds:g}s, run directory {rundir}", flush=True)
     began = time.monotonic()
     try:
-        asyncio.run(execute(opts))
+        asyncio.run(sharded.execute(opts) if args.sharded else execute(opts))
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
         print("chaos: interrupted; every process stopped", file=sys.stderr)
         return 130
@@ -106,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 3
     print(f"chaos: run took {time.monotonic() - began:.0f}s; checking", flush=True)
-    code = checker.report(rundir)
+    code = shard_checker.report(rundir) if args.sharded else checker.report(rundir)
     print(
         f"chaos: {'PASS' if code == 0 else 'FAIL'} (replay: --seed {args.seed} "
         f"--seconds {args.seconds:g}{' --broken' if args.broken else ''}"
-        f"{' --freeze-raft-leader' if args.freeze_raft_leader else ''})"
+        f"{' --freeze-raft-leader' if args.freeze_raft_leader else ''}"
+        f"{' --sharded' if args.sharded else ''})"
     )
     return code
 

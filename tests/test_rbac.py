@@ -236,3 +236,35 @@ async def test_read_revoked_at_run_time_ends_that_observer_only(limited: LocalEt
     finally:
         limited.etcdctl(as_root, "user", "revoke-role", USER, audit, check=False)
         limited.etcdctl(as_root, "role", "delete", audit, check=False)
+
+
+async def test_transfer_with_and_without_permission_on_the_intent(
+    limited: LocalEtcdCluster,
+) -> None:
+    """Issue 19. For "payments/leader" the intent key ("payments/leader.transfer") is inside
+    the role's prefix: the transfer works. For "payments" it is not ("payments.transfer"):
+    waiting candidates do not step aside (their watches stay healthy: a hand-off still goes
+    through), and the transfer fails in one line, the leader leading on."""
+    async with service(limited) as a, service(limited) as b, service(limited) as c:
+        for name, allowed in ((LEADER, True), (NAME, False)):
+            leading = await a.election(name).campaign(b"one", ttl=5)
+            second = asyncio.ensure_future(b.election(name).campaign(b"two", ttl=5))
+            await eventually(
+                lambda n=name: _count(a.election(n).candidates(ttl=False), 2), what="two"
+            )
+            third = asyncio.ensure_future(c.election(name).campaign(b"three", ttl=5))
+            await eventually(
+                lambda n=name: _count(a.election(n).candidates(ttl=False), 3), what="three"
+            )
+            if allowed:
+                await leading.transfer(to=b"three", timeout=5)
+                new = await within(third, 5, "the target to lead")
+                await new.resign()
+                await (await within(second, 5, "the second to lead")).resign()
+                continue
+            with pytest.raises(geeh.TransferFailed, match="may not write the transfer intent"):
+                await leading.transfer(to=b"three", timeout=1)
+            assert leading.is_leader
+            await leading.resign()
+            await (await within(second, 5, "the next in line to lead")).resign()
+            await (await within(third, 5, "the last to lead")).resign()

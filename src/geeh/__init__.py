@@ -15,6 +15,7 @@ import logging
 
 from . import _grpc_setup, fork, kv  # noqa: F401 - first: gRPC settings before it loads
 from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
+from .blocking_shards import ShardedElection
 from .candidates import Candidate
 from .client import Client
 from .election import Campaign, Election
@@ -32,6 +33,7 @@ from .errors import (
     PermissionDenied,
     SessionExpired,
     Timeout,
+    TransferFailed,
     WrongThread,
 )
 from .kv import KeyValue, TxnResult
@@ -42,6 +44,7 @@ from .loss import LossSignal
 from .net.tls import TLS
 from .observe import Observation
 from .session import Session
+from .shards import Shards
 
 __version__ = "0.1.0"
 
@@ -77,7 +80,10 @@ __all__ = [
     "PermissionDenied",
     "Session",
     "SessionExpired",
+    "ShardedElection",
+    "Shards",
     "Timeout",
+    "TransferFailed",
     "TxnResult",
     "WrongThread",
     "__version__",

@@ -19,6 +19,7 @@ from .net.failover import Transport
 from .net.retry import COMPACT, RANGE, STATUS
 from .net.tls import TLS
 from .session import NewSession, check_ttl
+from .shards import Shards
 
 log = logging.getLogger("geeh")
 
@@ -172,6 +173,13 @@ class Client:
         """The election called ``name`` (str or bytes, not empty)."""
         self._core.check_open()
         return Election(self._core, name)
+
+    def shards(self, name: str | bytes, count: int) -> Shards:
+        """``count`` shards under ``name``, each the election ``name/<shard>``, led by the
+        live members in balanced shares: ``await client.shards("jobs", 256).run(work, value)``.
+        """
+        self._core.check_open()
+        return Shards(self._core, name, count)
 
     def session(self, ttl: int = 10, *, lease: int | None = None) -> NewSession:
         """A new session: a lease of ``ttl`` seconds kept alive until closed.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from . import withdraw
@@ -43,6 +43,8 @@ from .net.retry import RANGE, SAFE, TXN, Backoff
 from .observe import Observation
 from .session import Session, check_ttl
 from .supervisor import OnElected, OnLost, Supervisor, Work
+from .tasks import stop
+from .transfer import IntentFollower, StepAside
 from .watch import NOPUT, Watch
 from .win import Line, Verdict
 
@@ -238,12 +240,21 @@ class Campaign:
             if self._lease is not None:
                 await self._retire_earlier_holder(session, key)
             join_revision, token = await self._join(session, key)
+            while True:
+                watcher = asyncio.get_running_loop().create_task(
+                    self._watch_own_key(key, token, join_revision, gone),
+                    name=f"geeh-own-key-{session.lease:x}",
+                )
+                try:
+                    # A fresh key: no transfer intent before it can concern it.
+                    since = join_revision if join_revision == token else 0
+                    await self._wait(session, key, token, gone, since)
+                    break
+                except StepAside:
+                    await stop(watcher, f"watch on candidate key {show(key)}")
+                    watcher = None
+                    join_revision, token = await self._requeue(session, key, token)
             candidacy = self._candidacy
-            watcher = asyncio.get_running_loop().create_task(
-                self._watch_own_key(key, token, join_revision, gone),
-                name=f"geeh-own-key-{session.lease:x}",
-            )
-            await self._wait(session, key, token, gone)
             leadership = Leadership(
                 core,
                 self.election.name,
@@ -342,15 +353,49 @@ class Campaign:
                     raise CandidateRemoved(f"candidate key {show(key)} changed while joining")
         return response.header.revision, token
 
+    async def _requeue(self, session: Session, key: bytes, token: int) -> tuple[int, int]:
+        """Step aside for a transfer: delete our key and create it again, behind the target."""
+        log.info("%s steps aside for a transfer: re-queueing", show(key))
+        txn = rpc.TxnRequest(
+            compare=[owns(key, token)],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+        )
+        transport = self.election._core.transport
+        response = await transport.call(TXN, txn, retry=SAFE, what="re-queue")
+        if not response.succeeded:
+            raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
+        return await self._join(session, key)
+
     async def _wait(
-        self, session: Session, key: bytes, token: int, gone: asyncio.Future[BaseException]
+        self,
+        session: Session,
+        key: bytes,
+        token: int,
+        gone: asyncio.Future[BaseException],
+        since: int,
     ) -> None:
         """Wait until no key created before ours is left; fail if ours goes first.
 
         Go reads again after each deletion of its predecessor. This reads our key and up to
         two older ones, then follows their deletions (:class:`~geeh.win.Line`) until the win
         rule (:class:`~geeh.win.WinRule`) proves a win, or asks for a read that confirms it.
+        Beside it, a transfer intent that names a candidate behind us ends the wait with
+        :class:`~geeh.transfer.StepAside` (see transfer.py).
         """
+        follower = IntentFollower(self.election._core, self.election.name, token, since, gone)
+        try:
+            await self._wait_in_line(session, key, token, follower.stopped, follower.in_line)
+        finally:
+            await follower.close()
+
+    async def _wait_in_line(
+        self,
+        session: Session,
+        key: bytes,
+        token: int,
+        gone: asyncio.Future[BaseException],
+        in_line: Callable[[], None],
+    ) -> None:
         core = self.election._core
         while True:
             if gone.done():
@@ -376,6 +421,7 @@ class Campaign:
                 raise CandidateRemoved(f"candidate key {show(key)} was deleted while waiting")
             if len(kvs) == 1:
                 break
+            in_line()
             older = [kv.key for kv in kvs[1:]]
             line = Line(
                 core.watches, key, older, complete=not response.more, read=response.header.revision

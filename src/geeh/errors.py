@@ -80,6 +80,10 @@ class NotLeader(ElectionError):
     """The operation needs leadership, and this candidate does not (or no longer) lead."""
 
 
+class TransferFailed(ElectionError):
+    """A hand-over to a chosen candidate could not complete; the leader still leads."""
+
+
 class LeadershipLost(ElectionError):
     """Leadership ended inside ``async with election.campaign(...)``, which cancelled the block.
 

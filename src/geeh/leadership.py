@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from . import kv
+from . import transfer as t
 from ._proto import rpc_pb2 as rpc
+from .candidates import Candidate
 from .core import Core
 from .errors import (
     CandidateRemoved,
     ClosedError,
     EtcdError,
     EtcdUnavailable,
+    InvalidArgument,
     LeadershipLost,
     NotLeader,
     SessionExpired,
@@ -98,6 +101,10 @@ class Leadership:
         # back (see withdraw.after_term). Called once the delete is confirmed.
         self._after_term = after_term
         self._resigned = False
+        # During a hand-over's final Txn our key's deletion is the hand-over itself, not a
+        # loss: what the watcher reports then waits for the Txn's answer (see transfer).
+        self._handing_over = False
+        self._deferred: BaseException | None = None
         self._written_at = token  # our key's mod revision as we last wrote it: see proclaim
         self._cleanup: asyncio.Task[None] | None = None
         self._block: _Block | None = None
@@ -127,8 +134,12 @@ class Leadership:
         self.lost.set(reason if reason is not None else SessionExpired("the session was closed"))
 
     def _on_gone(self, gone: asyncio.Future[BaseException]) -> None:
-        if not gone.cancelled():
-            self.lost.set(gone.result())
+        if gone.cancelled():
+            return
+        if self._handing_over:
+            self._deferred = gone.result()
+            return
+        self.lost.set(gone.result())
 
     def _on_watcher_end(self, watcher: asyncio.Task[None]) -> None:
         # A watcher that died cannot report our key's deletion: count that as a loss. Its
@@ -262,6 +273,51 @@ class Leadership:
             await self.session.close(revoke=False)
         else:
             self._after_term()
+
+    async def transfer(
+        self,
+        to: str | bytes,
+        *,
+        timeout: float = 5.0,
+        before_hand_over: Callable[[], Awaitable[object]] | None = None,
+    ) -> Candidate:
+        """Hand leadership to the waiting candidate ``to`` (its key, or its unique value).
+
+        Candidates ahead of it step aside (gee-h ones re-queue behind it; see
+        docs/concepts/transfer.md); once it is next in line, our key is deleted in a Txn that
+        checks it is still there, and it leads next. Returns the new leader. If that cannot
+        happen within ``timeout`` seconds (it left, or a candidate ahead does not step aside:
+        ``etcdctl elect``, Go), raises :class:`~geeh.TransferFailed` and we lead on.
+        ``before_hand_over`` is awaited just before the hand-over: stop the work there.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._check()
+        target = await t.read_target(self._core, self.name, to, self.key)
+        holder = t.Holder(self.key, self.token, self.lease)
+
+        async def last_step() -> None:
+            if before_hand_over is not None:
+                await before_hand_over()
+            self._check()
+            self._handing_over = True
+
+        try:
+            await t.hand_over(self._core, self.name, holder, target, timeout, last_step)
+        except t.HolderGone:
+            self.lost.set(CandidateRemoved(f"candidate key {show(self.key)} is gone"))
+            raise NotLeader(f"leadership was lost: {self.lost.reason}") from None
+        except BaseException:
+            if self._deferred is not None:
+                self.lost.set(self._deferred)
+            raise
+        finally:
+            self._handing_over = False
+        self.lost.set(None)
+        self._resigned = True
+        if self._owns_session:
+            await self.session.close()
+        return target
 
     async def aclose(self) -> None:
         """The client is closing: resign, quietly and within bounds."""

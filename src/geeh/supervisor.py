@@ -166,29 +166,8 @@ class Supervisor:
                 raise asyncio.CancelledError()
 
     async def _stop(self, task: asyncio.Task[Any], leadership: Leadership) -> bool:
-        """Cancel work and wait until it has finished, warning once its grace is over.
-
-        A cancellation of our own meanwhile does not end the wait: it is returned (True), for
-        the caller to raise once the term is over.
-        """
         grace = self.grace if self.grace is not None else safety_margin(leadership.session.ttl)
-        task.cancel()  # no-op if it ended as we were cancelled
-        done, cancelled = await _wait(task, grace)
-        if not done:
-            log.error(
-                "work for %s still runs %.2fs after leadership ended; it must stop on "
-                "cancellation: waiting for it",
-                _name(leadership),
-                grace,
-            )
-            cancelled = (await _wait(task, None))[1] or cancelled
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "work for %s raised while stopping",
-                _name(leadership),
-                exc_info=task.exception(),
-            )
-        return cancelled
+        return await stop_work(task, _name(leadership), grace)
 
     async def _call(self, callback: Callable[..., object] | None, *args: Any) -> None:
         """Run a user's callback; one that raises is logged and changes nothing.
@@ -220,6 +199,27 @@ class Supervisor:
             future.add_done_callback(_retrieve)
         if cancelled:
             raise asyncio.CancelledError()
+
+
+async def stop_work(task: asyncio.Task[Any], name: str, grace: float) -> bool:
+    """Cancel work and wait until it has finished, warning once its grace is over.
+
+    A cancellation of the waiting task meanwhile does not end the wait: it is returned
+    (True), for the caller to raise once the term is over.
+    """
+    task.cancel()  # no-op if it ended as we were cancelled
+    done, cancelled = await _wait(task, grace)
+    if not done:
+        log.error(
+            "work for %s still runs %.2fs after leadership ended; it must stop on "
+            "cancellation: waiting for it",
+            name,
+            grace,
+        )
+        cancelled = (await _wait(task, None))[1] or cancelled
+    if not task.cancelled() and task.exception() is not None:
+        log.error("work for %s raised while stopping", name, exc_info=task.exception())
+    return cancelled
 
 
 async def _wait(

@@ -115,9 +115,14 @@ def fake_leadership(
     *,
     owns_session: bool = True,
     watcher: asyncio.Future[Any] | None = None,
+    gone: asyncio.Future[BaseException] | None = None,
 ) -> Leadership:
-    """A leadership as a won campaign makes it; its key watcher runs until cancelled."""
-    gone: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+    """A leadership as a won campaign makes it; its key watcher runs until cancelled.
+
+    ``gone`` stands for what the key watcher resolves when our key is deleted.
+    """
+    if gone is None:
+        gone = asyncio.get_running_loop().create_future()
     if watcher is None:
         watcher = asyncio.ensure_future(asyncio.Event().wait())
     return Leadership(

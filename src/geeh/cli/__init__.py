@@ -1,8 +1,8 @@
 """The ``geeh`` command: leader election from the shell, a local etcd, and a demo.
 
 ``main(argv)`` is the console-script entry point; every sub-command lives in a module of
-its own (elect.py: elect, observe, leader; run.py; put.py; candidates.py; status.py; etcd.py;
-demo.py).
+its own (elect.py: elect, observe, leader; run.py; put.py; candidates.py; status.py;
+transfer.py; shards.py; etcd.py; demo.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import InvalidArgument
-from . import candidates, demo, elect, etcd, put, run, status
+from . import candidates, demo, elect, etcd, put, run, shards, status, transfer
 from .common import (
     EXIT_CODES_EPILOG,
     EXIT_USAGE,
@@ -38,6 +38,8 @@ Leader election on etcd v3 from the shell: a drop-in for `etcdctl elect`, and mo
   geeh run NAME -- CMD [ARGS...]   run CMD only while leader
   geeh put [--fenced] KEY VALUE    write a key; fenced: only while the leadership holds
   geeh candidates NAME [--watch]   print every candidate in line, with its lease's TTL
+  geeh transfer NAME --to TARGET   hand leadership to a chosen waiting candidate
+  geeh shards NAME [--watch]       each shard's owner and token; the balance per member
   geeh status                      the cluster's members, their health, the raft leader
   geeh etcd [--members 3]          run a local etcd for development
 
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_parsers(commands)
     candidates.add_parsers(commands)
     status.add_parsers(commands)
+    transfer.add_parsers(commands)
+    shards.add_parsers(commands)
     etcd.add_parsers(commands)
     return parser
 
