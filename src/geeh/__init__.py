@@ -11,11 +11,11 @@ The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
 """
 
-from . import _grpc_setup, fork, kv  # noqa: F401 - first: gRPC settings before it loads
-from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
-from .candidates import Candidate
-from .client import Client
-from .election import Campaign, Election
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CandidateRemoved,
     ClosedError,
@@ -31,14 +31,60 @@ from .errors import (
     Timeout,
     WrongThread,
 )
-from .kv import KeyValue, TxnResult
-from .leader import Leader
-from .leadership import Leadership
-from .listeners import Listener
-from .loss import LossSignal
-from .net.tls import TLS
-from .observe import Observation
-from .session import Session
+
+if TYPE_CHECKING:
+    from . import kv
+    from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
+    from .candidates import Candidate
+    from .client import Client
+    from .election import Campaign, Election
+    from .kv import KeyValue, TxnResult
+    from .leader import Leader
+    from .leadership import Leadership
+    from .listeners import Listener
+    from .loss import LossSignal
+    from .net.tls import TLS
+    from .observe import Observation
+    from .session import Session
+
+# Everything but the errors is imported on first use (PEP 562), so that ``import geeh``, the
+# ``geeh`` command's --help and the pytest plugin do not load gRPC. The modules that import
+# gRPC apply gee-h's gRPC settings first (geeh._grpc_setup, through geeh.net).
+_WHERE = {
+    "ActiveCompletionQueue": "blocking",
+    "Campaign": "election",
+    "Candidate": "candidates",
+    "Client": "client",
+    "Election": "election",
+    "ElectionObserver": "blocking",
+    "KeyValue": "kv",
+    "Leader": "leader",
+    "LeaderElection": "blocking",
+    "Leadership": "leadership",
+    "Listener": "listeners",
+    "LossSignal": "loss",
+    "Observation": "observe",
+    "Session": "session",
+    "TLS": "net.tls",
+    "TxnResult": "kv",
+    "watch_election": "blocking",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "kv":
+        value: Any = importlib.import_module(".kv", __name__)
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 

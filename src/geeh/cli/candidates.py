@@ -7,9 +7,8 @@ import datetime
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..candidates import Candidate, Queue, follow_candidates, read_candidates
 from ..keys import election_prefix, prefix_end
 from .common import (
     EXIT_CODES_EPILOG,
@@ -24,6 +23,9 @@ from .common import (
     unless_stopped,
     write_stdout,
 )
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..candidates import Candidate, Queue
 
 DESCRIPTION = """\
 Print every candidate of election NAME in line, leader first:
@@ -73,6 +75,8 @@ def add_parsers(commands: Any) -> None:
 
 
 async def show_candidates(args: argparse.Namespace, signals: Signals) -> int:
+    from ..candidates import follow_candidates, read_candidates
+
     async with connected(args, signals) as client:
         prefix = election_prefix(as_bytes(args.name))
         end = prefix_end(prefix)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..election import Election
 from ..errors import ElectionError
-from ..leader import Leader
-from ..leadership import Leadership
 from .common import (
     CLOSE_AFTER_LOSS_TIMEOUT,
     CLOSE_TIMEOUT,
@@ -35,6 +32,11 @@ from .common import (
     write_stdout,
 )
 from .metrics import add_metrics_option
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..election import Election
+    from ..leader import Leader
+    from ..leadership import Leadership
 
 DEFAULT_TTL = 10
 

@@ -8,11 +8,9 @@ import contextlib
 import os
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GeehError
-from ..leadership import Leadership
-from ..session import now, safety_margin
 from .common import (
     CLOSE_AFTER_LOSS_TIMEOUT,
     EXIT_CODES_EPILOG,
@@ -31,6 +29,9 @@ from .common import (
 )
 from .elect import add_ttl_option, campaign, resign
 from .metrics import add_metrics_option
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..leadership import Leadership
 
 # Default --grace, as a share of the TTL: SIGTERM goes this long before the local deadline,
 # so it must leave room for a missed keepalive or two (TTL/3 apart) before it fires.
@@ -168,6 +169,8 @@ async def supervise(
     signals: Signals,
 ) -> int:
     """Wait for CMD to exit, leadership to be lost, or signals to pass on to CMD."""
+    from ..session import now
+
     exited = asyncio.ensure_future(child.wait())
     lost = asyncio.ensure_future(leadership.lost.wait())
     risk = asyncio.ensure_future(at_risk(leadership, args.grace))
@@ -214,6 +217,8 @@ async def supervise(
 
 async def at_risk(leadership: Leadership, grace: float) -> None:
     """Return when the local deadline is ``grace`` seconds away and no keepalive moved it."""
+    from ..session import now
+
     while True:
         left = leadership.session.deadline - grace - now()
         if left <= 0:
@@ -223,6 +228,8 @@ async def at_risk(leadership: Leadership, grace: float) -> None:
 
 def kill_margin(leadership: Leadership, grace: float) -> float:
     """After an outright loss, another leader may exist already: not more than the margin."""
+    from ..session import safety_margin
+
     return min(grace, safety_margin(leadership.session.ttl))
 
 

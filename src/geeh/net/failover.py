@@ -19,13 +19,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .. import _grpc_setup  # noqa: F401 - gRPC's settings, before it loads
+
+# isort: split
 import grpc
 import grpc.aio
 
 from .. import fork
 from .._proto import rpc_pb2 as rpc
 from ..errors import ClosedError
-from ..listeners import Events
+from ..events import Events
 from .auth import Authenticator
 from .retry import (
     AUTHENTICATE,
