@@ -42,9 +42,9 @@ def common_name(cert_path: str) -> str:
     return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
-@pytest.fixture
-def secure(etcd_factory: EtcdFactory) -> LocalEtcdCluster:
-    return etcd_factory(tls=True, client_cert_auth=True, client_cn="alice")
+@pytest.fixture(scope="module")  # shared: no test faults it
+def secure(module_etcd_factory: EtcdFactory) -> LocalEtcdCluster:
+    return module_etcd_factory(tls=True, client_cert_auth=True, client_cn="alice")
 
 
 def test_etcdctl_with_the_cluster_certificates_is_served(secure: LocalEtcdCluster) -> None:
