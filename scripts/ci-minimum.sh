@@ -18,7 +18,7 @@ git ls-files -z | tar --null -T - -cf - | (mkdir "$tmp/src" && tar -xf - -C "$tm
 "$py" -m pip list 2>/dev/null | grep -E '^(grpcio|protobuf) '
 
 pytest=("$py" -m pytest -q -p no:cacheprovider)
-workers=(-n "${WORKERS:-2}")  # pytest-xdist, each worker with its own etcd
+workers=(-n "${WORKERS:-4}")  # pytest-xdist, each worker with its own etcd
 smoke=(tests/test_protos.py tests/test_units.py tests/test_keys.py tests/test_election.py
   tests/test_observe.py tests/test_tls.py tests/test_fork.py tests/test_auth.py)
 failover=(tests/test_failover.py -m slow -k "sigkill_of_the_pinned_member and etcd3.5")

@@ -8,6 +8,7 @@ interpreter and count modules, never milliseconds.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,24 +138,38 @@ def test_the_network_layer_and_the_core_import_no_recipe() -> None:
     assert not wrong, sorted(wrong)
 
 
-def test_grpc_is_imported_after_geehs_grpc_settings() -> None:
-    """A module that imports grpc imports geeh._grpc_setup first (it sets gRPC's defaults,
-    read once, when gRPC loads), now that ``import geeh`` no longer loads it."""
-    late = []
-    for module, path in MODULES.items():
-        if module.startswith(SKIP):
-            continue
-        tree = ast.parse(path.read_text(), str(path))
-        setup_seen = False
-        for node in tree.body:  # module level: where grpc is imported
-            if isinstance(node, ast.ImportFrom) and any(
-                a.name == "_grpc_setup" for a in node.names
-            ):
-                setup_seen = True
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if any(n.split(".")[0] == "grpc" for n in names) and not setup_seen:
-                late.append(module)
-    assert late in ([], ["geeh._grpc_setup"]), late
+def test_grpcs_settings_apply_whoever_loads_grpc_after_geeh(tmp_path: Path) -> None:
+    """``import geeh`` no longer loads gRPC, so gee-h's gRPC settings (geeh._grpc_setup) are
+    applied when it does load: by gee-h or by the user's own ``import grpc``. A stand-in
+    ``grpc`` records the environment it was imported in."""
+    (tmp_path / "grpc").mkdir()
+    (tmp_path / "grpc" / "__init__.py").write_text(
+        "import os\nseen = {k: v for k, v in os.environ.items() if k.startswith('GRPC_')}\n"
+    )
+    code = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import geeh\n"
+        "assert 'grpc' not in sys.modules\n"
+        "import grpc\n"
+        "print(sorted(grpc.seen.items()))\n"
+        "print(sorted(k for k in os.environ if k.startswith('GRPC_')))\n"
+        "print(type(grpc.__loader__).__name__, sys.meta_path[0].__class__.__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.splitlines()
+    assert out[0] == str([("GRPC_ENABLE_FORK_SUPPORT", "false"), ("GRPC_VERBOSITY", "ERROR")])
+    assert out[1] == "[]"  # removed again: processes started later see the user's environment
+    assert out[2].split()[0] == "SourceFileLoader"  # its own loader, as if never wrapped
+    assert out[2].split()[1] != "_OnGrpcImport"  # the hook removed itself
+
+    env["GRPC_VERBOSITY"] = "DEBUG"  # the user's own choice wins
+    seen = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.splitlines()[0]
+    assert seen == str([("GRPC_ENABLE_FORK_SUPPORT", "false"), ("GRPC_VERBOSITY", "DEBUG")])
 
 
 def _modules_after(code: str) -> set[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _grpc_setup  # noqa: F401 - first: gee-h's gRPC settings, when gRPC loads
 from .errors import (
     CandidateRemoved,
     ClosedError,
@@ -48,8 +49,8 @@ if TYPE_CHECKING:
     from .session import Session
 
 # Everything but the errors is imported on first use (PEP 562), so that ``import geeh``, the
-# ``geeh`` command's --help and the pytest plugin do not load gRPC. The modules that import
-# gRPC apply gee-h's gRPC settings first (geeh._grpc_setup, through geeh.net).
+# ``geeh`` command's --help and the pytest plugin do not load gRPC; geeh._grpc_setup applies
+# gee-h's gRPC settings whenever it loads.
 _WHERE = {
     "ActiveCompletionQueue": "blocking",
     "Campaign": "election",

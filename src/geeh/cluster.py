@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field, replace
 
-from . import _grpc_setup  # noqa: F401 - gRPC's settings, before it loads
-
-# isort: split
 import grpc
 import grpc.aio
 

@@ -19,9 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .. import _grpc_setup  # noqa: F401 - gRPC's settings, before it loads
-
-# isort: split
 import grpc
 import grpc.aio
 

@@ -23,9 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .. import _grpc_setup  # noqa: F401 - gRPC's settings, before it loads
-
-# isort: split
 import grpc
 import grpc.aio
 from google.protobuf.message import Message

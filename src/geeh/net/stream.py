@@ -9,9 +9,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Generic, cast
 
-from .. import _grpc_setup  # noqa: F401 - gRPC's settings, before it loads
-
-# isort: split
 import grpc
 import grpc.aio
 

@@ -19,9 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _grpc_setup  # noqa: F401 - gRPC's settings, before it loads
-
-# isort: split
 import grpc
 
 from ..errors import InvalidArgument
