@@ -5,7 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test test-slow bench bench-beat redis-server lint docs dist wheel-smoke protos etcd34 clean chaos chaos-short chaos-sharded-short chaos-check partition zookeeper
+# pytest-xdist workers, each with its own etcd servers. The default suite mostly waits on
+# etcd and on timeouts (it uses under one core on average), so it runs more workers than
+# there are cores; the fault-injection suite is timed more tightly and runs two.
+WORKERS ?= 4
+SLOW_WORKERS ?= 2
+# The fast inner loop: unit tests and the scripted fakes, no etcd (make check).
+CHECK_TESTS := tests/test_units.py tests/test_keys.py tests/test_win_rule.py \
+	tests/test_leadership_units.py tests/test_stream_faults.py tests/test_chaos_checker.py \
+	tests/test_protos.py tests/test_imports.py
+
+.PHONY: demo check test test-slow bench bench-beat redis-server lint docs dist wheel-smoke protos etcd34 clean chaos chaos-short chaos-sharded-short chaos-check partition zookeeper
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,15 +34,20 @@ $(DOCS_STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/geeh demo
 
+## check: the fast inner loop (under a minute): lint, unit tests and the scripted fakes
+check: $(STAMP)
+	$(BIN)/ruff check src tests scripts examples benchmarks docs chaos
+	$(BIN)/pytest -q -n auto $(CHECK_TESTS)
+
 ## test: the default suite (unit + integration against real etcd, lint, types)
 test: $(STAMP)
 	$(BIN)/ruff check src tests scripts examples benchmarks docs chaos
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(WORKERS)
 
 ## test-slow: fault-injection tests against a 3-member cluster
 test-slow: $(STAMP)
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m slow -n $(SLOW_WORKERS)
 
 ## chaos: a seeded fault-injection soak test and its checker (make chaos SECONDS=600 SEED=7)
 SECONDS ?= 600
@@ -54,7 +69,7 @@ partition: $(STAMP) zookeeper
 
 ## chaos-check: show that the checker works: correct workers pass, broken ones fail (2 runs)
 chaos-check: $(STAMP)
-	$(BIN)/pytest -q -m slow tests/test_chaos.py
+	$(BIN)/pytest -q -m slow -n $(SLOW_WORKERS) tests/test_chaos.py
 
 ## bench: benchmarks side by side with etcdctl elect; writes BENCHMARKS.md
 bench: $(STAMP)

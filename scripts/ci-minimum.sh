@@ -20,6 +20,7 @@ git ls-files -z | tar --null -T - -cf - | (mkdir "$tmp/src" && tar -xf - -C "$tm
 "$py" -m pip list 2>/dev/null | grep -E '^(grpcio|protobuf|APScheduler|celery) '
 
 pytest=("$py" -m pytest -q -p no:cacheprovider)
+workers=(-n "${WORKERS:-4}")  # pytest-xdist, each worker with its own etcd
 smoke=(tests/test_protos.py tests/test_units.py tests/test_keys.py tests/test_election.py
   tests/test_observe.py tests/test_tls.py tests/test_fork.py tests/test_auth.py
   tests/test_apscheduler.py tests/test_health.py tests/test_celery_beat.py)
@@ -27,10 +28,10 @@ failover=(tests/test_failover.py -m slow -k "sigkill_of_the_pinned_member and et
 
 echo "== minimum versions, default backend"
 "$py" -W error -c "import geeh"
-"${pytest[@]}" "${smoke[@]}"
+"${pytest[@]}" "${workers[@]}" "${smoke[@]}"
 "${pytest[@]}" "${failover[@]}"
 
 echo "== minimum versions, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python"
 export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python
 "$py" -W error -c "import geeh"
-"${pytest[@]}" tests/test_protos.py tests/test_election.py tests/test_observe.py
+"${pytest[@]}" "${workers[@]}" tests/test_protos.py tests/test_election.py tests/test_observe.py

@@ -13,12 +13,13 @@ import itertools
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 import geeh
-from geeh.testing import EtcdCluster, find_etcd, find_etcdctl
+from geeh.testing import EtcdCluster, EtcdFactory, LocalEtcdCluster, find_etcd, find_etcdctl
 
 
 def _etcd_binaries() -> dict[str, str]:
@@ -43,6 +44,28 @@ def pytest_configure(config: pytest.Config) -> None:
     # The plugin runs each etcd test once per binary it is given.
     if not config.getoption("etcd_bin") and not config.getini("etcd_bin"):
         config.option.etcd_bin = [ETCD_BINARIES[v] for v in sorted(ETCD_BINARIES)]
+
+
+@pytest.fixture(scope="module")
+def module_etcd_factory(
+    etcd_bin: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EtcdFactory]:
+    """``etcd_factory``, but its clusters serve the whole module (one per etcd binary): for
+    clusters that the module's tests do not fault, each test with its own election names."""
+    made: list[LocalEtcdCluster] = []
+
+    def make(members: int = 1, **options: Any) -> LocalEtcdCluster:
+        options.setdefault("etcd_bin", etcd_bin)
+        options.setdefault("proxies", True)
+        options.setdefault("log_dir", str(tmp_path_factory.mktemp("etcd-logs")))
+        cluster = LocalEtcdCluster(members, **options)
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in reversed(made):
+        cluster.close()
 
 
 @pytest.fixture

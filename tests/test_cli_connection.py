@@ -85,9 +85,9 @@ def tls_env(cluster: LocalEtcdCluster, prefix: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def tls_etcd(etcd_factory: EtcdFactory) -> LocalEtcdCluster:
-    cluster: LocalEtcdCluster = etcd_factory(tls=True, client_cert_auth=True)
+@pytest.fixture(scope="module")  # shared: no test faults it
+def tls_etcd(module_etcd_factory: EtcdFactory) -> LocalEtcdCluster:
+    cluster: LocalEtcdCluster = module_etcd_factory(tls=True, client_cert_auth=True)
     return cluster
 
 

@@ -19,9 +19,17 @@ def etcdctl(
     ca: str | None = None,
     cert: str | None = None,
     key: str | None = None,
+    refused: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """etcdctl against the cluster with exactly the TLS flags given."""
-    flags = [f"--endpoints={','.join(cluster.urls)}", "--dial-timeout=3s", "--command-timeout=10s"]
+    """etcdctl against the cluster with exactly the TLS flags given. ``refused``: the
+    handshake is expected to fail, which etcdctl retries until its command timeout; a short
+    one then, and the test checks the handshake's error instead."""
+    timeout = "3s" if refused else "10s"
+    flags = [
+        f"--endpoints={','.join(cluster.urls)}",
+        "--dial-timeout=3s",
+        f"--command-timeout={timeout}",
+    ]
     for flag, path in (("--cacert", ca), ("--cert", cert), ("--key", key)):
         if path is not None:
             flags.append(f"{flag}={path}")
@@ -42,9 +50,9 @@ def common_name(cert_path: str) -> str:
     return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
-@pytest.fixture
-def secure(etcd_factory: EtcdFactory) -> LocalEtcdCluster:
-    return etcd_factory(tls=True, client_cert_auth=True, client_cn="alice")
+@pytest.fixture(scope="module")  # shared: no test faults it
+def secure(module_etcd_factory: EtcdFactory) -> LocalEtcdCluster:
+    return module_etcd_factory(tls=True, client_cert_auth=True, client_cn="alice")
 
 
 def test_etcdctl_with_the_cluster_certificates_is_served(secure: LocalEtcdCluster) -> None:
@@ -70,16 +78,21 @@ def test_etcdctl_with_the_cluster_certificates_is_served(secure: LocalEtcdCluste
 
 def test_a_client_without_a_trusted_certificate_is_refused(secure: LocalEtcdCluster) -> None:
     assert secure.ca_path is not None
-    refused = etcdctl(secure, "endpoint", "health", ca=secure.ca_path)
-    assert refused.returncode != 0
+    refused = etcdctl(secure, "endpoint", "health", ca=secure.ca_path, refused=True)
+    assert refused.returncode != 0 and "bad certificate" in refused.stderr, refused.stderr
     for bad in (
         secure.issue_client_cert("mallory", trusted=False),  # another CA
         secure.issue_client_cert("alice", expired=True),
     ):
         out = etcdctl(
-            secure, "put", "k", "v", ca=secure.ca_path, cert=bad.cert_path, key=bad.key_path
+            secure,
+            *("put", "k", "v"),
+            ca=secure.ca_path,
+            cert=bad.cert_path,
+            key=bad.key_path,
+            refused=True,
         )
-        assert out.returncode != 0, bad
+        assert out.returncode != 0 and "bad certificate" in out.stderr, (bad, out.stderr)
     bob = secure.issue_client_cert("bob")
     assert common_name(bob.cert_path) == "bob"
     accepted = etcdctl(
@@ -99,7 +112,7 @@ def test_a_certificate_for_another_host_name_fails_verification(
 ) -> None:
     cluster = etcd_factory(tls=True, server_names=["etcd.invalid"])
     assert cluster.ca_path is not None
-    out = etcdctl(cluster, "endpoint", "health", ca=cluster.ca_path)
+    out = etcdctl(cluster, "endpoint", "health", ca=cluster.ca_path, refused=True)
     assert out.returncode != 0
     assert re.search(
         r"x509: (cannot validate certificate for 127|certificate is valid for)", out.stderr
@@ -112,7 +125,8 @@ def test_tls_without_client_certificates(etcd_factory: EtcdFactory) -> None:
     assert cluster.ca_path is not None
     out = etcdctl(cluster, "endpoint", "health", ca=cluster.ca_path)
     assert out.returncode == 0, out.stderr
-    assert etcdctl(cluster, "endpoint", "health").returncode != 0  # untrusted CA
+    untrusted = etcdctl(cluster, "endpoint", "health", refused=True)  # an unknown CA
+    assert untrusted.returncode != 0 and "x509" in untrusted.stderr, untrusted.stderr
 
 
 def test_three_members_behind_proxies_over_tls(etcd_factory: EtcdFactory) -> None:

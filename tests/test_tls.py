@@ -52,9 +52,9 @@ def read(path: str | None) -> bytes:
         return fh.read()
 
 
-@pytest.fixture
-def mutual(etcd_factory: EtcdFactory) -> LocalEtcdCluster:
-    return etcd_factory(tls=True, client_cert_auth=True, client_cn="alice")
+@pytest.fixture(scope="module")  # shared: no test faults it
+def mutual(module_etcd_factory: EtcdFactory) -> LocalEtcdCluster:
+    return module_etcd_factory(tls=True, client_cert_auth=True, client_cn="alice")
 
 
 # -- it works -----------------------------------------------------------------------------

@@ -11,14 +11,13 @@ The blocking API mirrors the C++ gee-h: ActiveCompletionQueue, LeaderElection,
 watch_election. Interoperates with etcd's Go election recipe and ``etcdctl elect``.
 """
 
-import logging
+from __future__ import annotations
 
-from . import _grpc_setup, fork, kv  # noqa: F401 - first: gRPC settings before it loads
-from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
-from .blocking_shards import ShardedElection
-from .candidates import Candidate
-from .client import Client
-from .election import Campaign, Election
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import _grpc_setup  # noqa: F401 - first: gee-h's gRPC settings, when gRPC loads
 from .errors import (
     CandidateRemoved,
     ClosedError,
@@ -36,15 +35,64 @@ from .errors import (
     TransferFailed,
     WrongThread,
 )
-from .kv import KeyValue, TxnResult
-from .leader import Leader
-from .leadership import Leadership
-from .listeners import Listener
-from .loss import LossSignal
-from .net.tls import TLS
-from .observe import Observation
-from .session import Session
-from .shards import Shards
+
+if TYPE_CHECKING:
+    from . import kv
+    from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
+    from .blocking_shards import ShardedElection
+    from .candidates import Candidate
+    from .client import Client
+    from .election import Campaign, Election
+    from .kv import KeyValue, TxnResult
+    from .leader import Leader
+    from .leadership import Leadership
+    from .listeners import Listener
+    from .loss import LossSignal
+    from .net.tls import TLS
+    from .observe import Observation
+    from .session import Session
+    from .shards import Shards
+
+# Everything but the errors is imported on first use (PEP 562), so that ``import geeh``, the
+# ``geeh`` command's --help and the pytest plugin do not load gRPC; geeh._grpc_setup applies
+# gee-h's gRPC settings whenever it loads.
+_WHERE = {
+    "ActiveCompletionQueue": "blocking",
+    "Campaign": "election",
+    "Candidate": "candidates",
+    "Client": "client",
+    "Election": "election",
+    "ElectionObserver": "blocking",
+    "KeyValue": "kv",
+    "Leader": "leader",
+    "LeaderElection": "blocking",
+    "Leadership": "leadership",
+    "Listener": "listeners",
+    "LossSignal": "loss",
+    "Observation": "observe",
+    "Session": "session",
+    "ShardedElection": "blocking_shards",
+    "Shards": "shards",
+    "TLS": "net.tls",
+    "TxnResult": "kv",
+    "watch_election": "blocking",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "kv":
+        value: Any = importlib.import_module(".kv", __name__)
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 

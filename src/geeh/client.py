@@ -10,8 +10,9 @@ from ._proto import rpc_pb2 as rpc
 from .core import Core
 from .election import Election
 from .errors import EtcdError, EtcdUnavailable, InvalidArgument
+from .events import Events
 from .kv import KV, Compare, KeyValue, Op, TxnResult
-from .listeners import Events, Listener
+from .listeners import Listener
 from .net.auth import Authenticator
 from .net.diagnose import Unreachable, dial
 from .net.endpoints import parse_endpoints

@@ -15,8 +15,8 @@ from typing import Protocol
 
 from . import fork
 from .errors import ClosedError
+from .events import Events
 from .lessor import Lessor
-from .listeners import Events
 from .net.failover import Transport
 from .tasks import Tasks
 from .watch import WatchHub

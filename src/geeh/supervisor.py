@@ -30,16 +30,13 @@ import enum
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import ClosedError, ElectionError, EtcdUnavailable, InvalidArgument
 from .keys import show
 from .leadership import Leadership
 from .net.retry import Backoff
 from .session import check_ttl, safety_margin
-
-if TYPE_CHECKING:
-    from .election import Election
 
 log = logging.getLogger("geeh.supervisor")
 
@@ -55,6 +52,15 @@ class Ended(enum.Enum):
     CLOSED = "the client was closed"
 
 
+class Campaigner(Protocol):
+    """What a supervisor campaigns in: an :class:`~geeh.Election` (which imports this module,
+    so this one names only the method it calls)."""
+
+    def campaign(self, value: str | bytes, *, ttl: int | None = None) -> Awaitable[Leadership]:
+        """Run for leader with ``value``; the awaited result is the won leadership."""
+        ...
+
+
 class Supervisor:
     """Campaign, run ``work`` while leader, stop it on loss, repeat; see :meth:`Election.run`.
 
@@ -63,7 +69,7 @@ class Supervisor:
 
     def __init__(
         self,
-        election: Election,
+        election: Campaigner,
         work: Work,
         value: str | bytes,
         *,

@@ -7,11 +7,9 @@ import datetime
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..candidates import Candidate, Queue, follow_candidates, read_candidates
 from ..keys import election_prefix, prefix_end
-from ..leader import Leader
 from .common import (
     EXIT_CODES_EPILOG,
     EXIT_OK,
@@ -25,6 +23,10 @@ from .common import (
     unless_stopped,
     write_stdout,
 )
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..candidates import Candidate, Queue
+    from ..leader import Leader
 
 DESCRIPTION = """\
 Print every candidate of election NAME in line, leader first:
@@ -78,6 +80,8 @@ def add_parsers(commands: Any) -> None:
 
 
 async def show_candidates(args: argparse.Namespace, signals: Signals) -> int:
+    from ..candidates import follow_candidates, read_candidates
+
     async with connected(args, signals) as client:
         prefix = election_prefix(as_bytes(args.name))
         end = prefix_end(prefix)

@@ -12,17 +12,19 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..client import Client
 from ..errors import EtcdUnavailable, GeehError, InvalidArgument
-from ..leader import Leader
 from .connection import CONNECTION_ENV_EPILOG, Connection, connection_from
 from .connection import add_connection_options as add_connection_options  # re-exported
 from .connection import endpoints_from as endpoints_from
 from .connection import positive_float as positive_float
 from .health import serving_health
 from .metrics import serving_metrics
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..client import Client
+    from ..leader import Leader
 
 T = TypeVar("T")
 
@@ -253,6 +255,8 @@ async def connected(
     the event loop started. With --metrics-addr, its metrics are served until then; with
     --health-addr, its probes (/healthz, /leader).
     """
+    from ..client import Client
+
     async with serving_metrics(args) as listeners:
         settings: Connection = args.connection
         client = Client(

@@ -14,11 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
 from ..net.endpoints import parse_endpoints
-from ..net.tls import TLS
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..net.tls import TLS
 
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 ENDPOINTS_ENV = "GEEH_ENDPOINTS"
@@ -279,6 +281,8 @@ def tls_from(args: argparse.Namespace, endpoints: str) -> TLS | None:
     """TLS settings, as etcdctl decides: any TLS file (or a server name) means TLS;
     --insecure-transport on the command line means plaintext, and conflicts with TLS asked
     for on the command line too; --insecure-transport=false means TLS without files."""
+    from ..net.tls import TLS
+
     files = {
         "ca": setting(args, "cacert", "tls_cacert", "GEEH_CACERT", "ETCDCTL_CACERT"),
         "cert": setting(args, "cert", "tls_cert", "GEEH_CERT", "ETCDCTL_CERT"),

@@ -19,10 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..client import Client
-from ..election import Election
 from ..errors import GeehError
-from ..leader import Leader
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -37,7 +34,9 @@ from .common import (
 )
 from .etcd import etcd_version, ignoring_interrupts, interrupts_raise
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..election import Election
+    from ..leader import Leader
     from ..testing import LocalEtcdCluster
 
 DEFAULT_TTL = 2
@@ -250,6 +249,8 @@ class Demo:
         if self.cluster is not None:
             self.victim = await asyncio.to_thread(self.pick_victim)
             say(f"etcd is up: {', '.join(self.cluster.endpoints)}")
+        from ..client import Client
+
         client = Client(self.endpoints, dial_timeout=5)
         observer: asyncio.Task[None] | None = None
         try:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..election import Election
 from ..errors import ElectionError
-from ..leader import Leader
-from ..leadership import Leadership
 from .candidates import note
 from .common import (
     CLOSE_AFTER_LOSS_TIMEOUT,
@@ -37,6 +34,11 @@ from .common import (
 )
 from .health import add_health_option
 from .metrics import add_metrics_option
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..election import Election
+    from ..leader import Leader
+    from ..leadership import Leadership
 
 DEFAULT_TTL = 10
 

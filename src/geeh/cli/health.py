@@ -6,10 +6,12 @@ import argparse
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from ..client import Client
 from ..errors import InvalidArgument
-from ..health import HealthServer, parse_address
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..client import Client
 
 
 def add_health_option(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +26,8 @@ def add_health_option(parser: argparse.ArgumentParser) -> None:
 
 
 def health_address(text: str) -> tuple[str, int]:
+    from ..health import parse_address
+
     try:
         return parse_address(text)
     except InvalidArgument as err:
@@ -37,6 +41,8 @@ async def serving_health(args: argparse.Namespace, client: Client) -> AsyncItera
     if address is None:
         yield
         return
+    from ..health import HealthServer
+
     name = getattr(args, "name", None)
     election = os.fsencode(name) if name is not None else None  # the bytes the user typed
     async with HealthServer(client, address, election=election):

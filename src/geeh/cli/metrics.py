@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from ..errors import GeehError
-from ..listeners import Listener
+
+if TYPE_CHECKING:
+    from ..listeners import Listener
 
 INSTALL_HINT = 'pip install "gee-h[prometheus]"'
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import kv
 from ..errors import InvalidArgument
 from .common import (
     EXIT_CODES_EPILOG,
@@ -21,6 +20,9 @@ from .common import (
     print_line,
     unless_stopped,
 )
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from .. import kv
 
 PUT_DESCRIPTION = """\
 Write VALUE to KEY, as `etcdctl put` does, and print OK.
@@ -64,6 +66,8 @@ def fence(args: argparse.Namespace) -> tuple[kv.Compare, bytes]:
     """The guard for --fenced, CreateRevision(leader key) == token, and the leader's
     election prefix (the leader key up to its last slash: a candidate key is the prefix
     and a lease ID in hex)."""
+    from .. import kv
+
     key = args.leader_key or os.environ.get("GEEH_LEADER_KEY")
     token = args.token if args.token is not None else os.environ.get("GEEH_FENCING_TOKEN")
     if not key or token is None:
@@ -83,6 +87,8 @@ def fence(args: argparse.Namespace) -> tuple[kv.Compare, bytes]:
 
 
 async def put_key(args: argparse.Namespace, signals: Signals) -> int:
+    from .. import kv
+
     op = kv.put(as_bytes(args.key), as_bytes(args.value))
     guard = []
     if args.fenced:

@@ -10,11 +10,9 @@ import os
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GeehError
-from ..leadership import Leadership
-from ..session import now, safety_margin
 from .common import (
     CLOSE_TIMEOUT,
     EXIT_CODES_EPILOG,
@@ -34,6 +32,9 @@ from .elect import add_ttl_option, campaign
 from .health import add_health_option
 from .metrics import add_metrics_option
 from .proctree import CommandTree
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..leadership import Leadership
 
 # Default --grace, as a share of the TTL: SIGTERM goes this long before the local deadline,
 # so it must leave room for a missed keepalive or two (TTL/3 apart) before it fires.
@@ -220,6 +221,8 @@ async def supervise(
     bound: ExitBound,
 ) -> int:
     """Wait for CMD's tree to end, leadership to be lost, or signals to pass on to CMD."""
+    from ..session import now
+
     gone = asyncio.ensure_future(tree.wait())
     lost = asyncio.ensure_future(leadership.lost.wait())
     risk = asyncio.ensure_future(at_risk(leadership, args.grace))
@@ -301,6 +304,8 @@ async def feed_deadline(leadership: Leadership, tree: CommandTree) -> None:
 
 async def at_risk(leadership: Leadership, grace: float) -> None:
     """Return when the local deadline is ``grace`` seconds away and no keepalive moved it."""
+    from ..session import now
+
     while True:
         left = leadership.session.deadline - grace - now()
         if left <= 0:
@@ -310,4 +315,6 @@ async def at_risk(leadership: Leadership, grace: float) -> None:
 
 def kill_margin(leadership: Leadership, grace: float) -> float:
     """After an outright loss, another leader may exist already: not more than the margin."""
+    from ..session import safety_margin
+
     return min(grace, safety_margin(leadership.session.ttl))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..balance import View
-from ..shards import Shards
 from .candidates import columns, now, printable
 from .common import (
     EXIT_CODES_EPILOG,
@@ -21,6 +19,10 @@ from .common import (
     print_line,
     unless_stopped,
 )
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..balance import View
+    from ..shards import Shards
 
 DESCRIPTION = """\
 Print the shards of NAME (run by Shards.run or ShardedElection): each shard's owner (its
@@ -56,6 +58,8 @@ def add_parsers(commands: Any) -> None:
 
 
 async def show_shards(args: argparse.Namespace, signals: Signals) -> int:
+    from ..shards import Shards
+
     async with connected(args, signals) as client:
         name = as_bytes(args.name)
         if args.count is None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..cluster import ClusterStatus, MemberStatus, cluster_status
 from .candidates import columns
 from .common import (
     EXIT_CODES_EPILOG,
@@ -20,6 +19,9 @@ from .common import (
     print_line,
     unless_stopped,
 )
+
+if TYPE_CHECKING:  # gRPC is loaded when a command runs, not for --help
+    from ..cluster import ClusterStatus, MemberStatus
 
 DESCRIPTION = """\
 What to run first when an election looks stuck: the etcd cluster as the client sees it.
@@ -58,6 +60,8 @@ def add_parsers(commands: Any) -> None:
 
 
 async def show_status(args: argparse.Namespace, signals: Signals) -> int:
+    from ..cluster import cluster_status
+
     async with connected(args, signals) as client:
         status = await unless_stopped(cluster_status(client.core.transport, args.timeout), signals)
     if args.json:

@@ -6,7 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from ..transfer import DEFAULT_TIMEOUT, transfer_leader
 from .common import (
     EXIT_CODES_EPILOG,
     EXIT_OK,
@@ -19,6 +18,9 @@ from .common import (
     print_line,
     unless_stopped,
 )
+
+# Leadership.transfer's default too (geeh.transfer is loaded when the command runs).
+DEFAULT_TIMEOUT = 5.0
 
 DESCRIPTION = """\
 Hand the leadership of election NAME to the waiting candidate TARGET (its key, or its value
@@ -64,6 +66,8 @@ def add_parsers(commands: Any) -> None:
 
 
 async def transfer(args: argparse.Namespace, signals: Signals) -> int:
+    from ..transfer import transfer_leader
+
     async with connected(args, signals) as client:
         name = as_bytes(args.name)
         old, new = await unless_stopped(

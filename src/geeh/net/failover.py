@@ -25,7 +25,7 @@ import grpc.aio
 from .. import fork
 from .._proto import rpc_pb2 as rpc
 from ..errors import ClosedError
-from ..listeners import Events
+from ..events import Events
 from .auth import Authenticator
 from .retry import (
     AUTHENTICATE,
