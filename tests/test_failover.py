@@ -606,11 +606,12 @@ async def test_lost_join_response_then_cancel_deletes_the_key(
     value = f"lost-then-cancel-{uuid.uuid4().hex}".encode()
     with TcpProxy("127.0.0.1", cluster.client_port(0)) as proxy:
         async with clients([proxy.endpoint], ordered(cluster, 1), discover=False) as (pc, dc):
-            proxy.cut_after_request(value)
+            # From the cut on, no retry gets through, so the outcome stays unknown to the
+            # client. The connection that carried the Txn lingers on etcd's side so that it
+            # is applied.
+            proxy.cut_after_request(value, then_refuse=True)
             campaign = asyncio.ensure_future(pc.election(name).campaign(value, ttl=30))
             assert await asyncio.to_thread(proxy.wait_cut, 10), "the join's response was not cut"
-            # The retry cannot get through, so the outcome stays unknown to the client. The
-            # connection that carried the Txn lingers on etcd's side so that it is applied.
             proxy.refuse(cut_existing=False)
             await eventually(
                 lambda: keys(dc, name), timeout=5, what="the key written by the lost Txn"

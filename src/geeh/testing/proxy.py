@@ -236,7 +236,9 @@ class TcpProxy:
         """Reset (RST) every open connection; new connections are still accepted."""
         self._call(self._cut_all())
 
-    def cut_after_request(self, match: bytes | None = None, *, linger: float = 1.0) -> None:
+    def cut_after_request(
+        self, match: bytes | None = None, *, linger: float = 1.0, then_refuse: bool = False
+    ) -> None:
         """Arm a one-shot "response lost" fault and switch to pass-through.
 
         The next time client-to-target bytes containing *match* (any bytes if None)
@@ -244,10 +246,12 @@ class TcpProxy:
         soon as the target sends anything back, so none of those bytes reach the
         client. The target side stays open (its output discarded) for *linger* seconds
         so the request is fully processed, then it is closed. Use :meth:`wait_cut` to
-        wait for the fault to happen.
+        wait for the fault to happen. With *then_refuse*, every connection made from the
+        cut on is reset at once, as if refused, until another mode is set: a retry cannot
+        slip through before the test reacts to the cut.
         """
         self._state.cut_event.clear()
-        self._call(self._arm_cut(match, linger))
+        self._call(self._arm_cut(match, linger, then_refuse))
 
     def wait_cut(self, timeout: float) -> bool:
         """Wait until the armed :meth:`cut_after_request` fired; False on timeout."""
@@ -323,10 +327,11 @@ class TcpProxy:
         for relay in list(self._state.relays):
             relay.abort()
 
-    async def _arm_cut(self, match: bytes | None, linger: float) -> None:
+    async def _arm_cut(self, match: bytes | None, linger: float, then_refuse: bool) -> None:
         await self._set_mode("pass")
         self._state.cut_match = match
         self._state.cut_linger = linger
+        self._state.cut_then_refuse = then_refuse
         self._state.cut_armed = True
 
     async def _accept_loop(self, listener: socket.socket) -> None:
@@ -340,6 +345,10 @@ class TcpProxy:
                 if self._listener is not listener:
                     return
                 await asyncio.sleep(0.01)
+                continue
+            if self._state.mode == "refuse":  # refused since a cut (then_refuse)
+                client.setblocking(False)
+                close_socket(client, reset=True)
                 continue
             client.setblocking(False)
             self._state.connections += 1

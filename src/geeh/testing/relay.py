@@ -38,6 +38,7 @@ class ProxyState:
     cut_match: bytes | None = None
     cut_armed: bool = False
     cut_linger: float = 1.0
+    cut_then_refuse: bool = False  # from the cut on, new connections are reset at once
     cut_event: threading.Event = field(default_factory=threading.Event)
     bytes_up: int = 0
     bytes_down: int = 0
@@ -210,6 +211,8 @@ class Relay:
                     continue  # cut_after_request: discard the target's output
                 if not upward and self.cut_pending:
                     state.cuts += 1
+                    if state.cut_then_refuse:
+                        state.mode = "refuse"
                     state.cut_event.set()
                     self.abort_client_keep_upstream(state.cut_linger)
                     continue
