@@ -24,6 +24,9 @@ SKIP = ("geeh._proto",)
 LOWER = ("geeh.net", "geeh.core", "geeh.events", "geeh.tasks", "geeh.fork", "geeh.lessor")
 RECIPES = (
     "geeh.election",
+    "geeh.campaign",
+    "geeh.shards",
+    "geeh.transfer",
     "geeh.leadership",
     "geeh.supervisor",
     "geeh.observe",

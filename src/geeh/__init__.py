@@ -40,9 +40,10 @@ if TYPE_CHECKING:
     from . import kv
     from .blocking import ActiveCompletionQueue, ElectionObserver, LeaderElection, watch_election
     from .blocking_shards import ShardedElection
+    from .campaign import Campaign
     from .candidates import Candidate
     from .client import Client
-    from .election import Campaign, Election
+    from .election import Election
     from .kv import KeyValue, TxnResult
     from .leader import Leader
     from .leadership import Leadership
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 # gee-h's gRPC settings whenever it loads.
 _WHERE = {
     "ActiveCompletionQueue": "blocking",
-    "Campaign": "election",
+    "Campaign": "campaign",
     "Candidate": "candidates",
     "Client": "client",
     "Election": "election",
