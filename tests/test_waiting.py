@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from support.kv import joined, keys, left
+from support.kv import joined, keys, left, watches_caught_up
 from support.wait import eventually, within
 
 import geeh
@@ -144,7 +144,7 @@ async def test_a_candidate_with_a_crowded_range_never_wins_after_its_key_goes(
 
 
 async def test_the_third_in_line_does_not_read_again_when_it_knows_the_whole_line(
-    client: geeh.Client, other: geeh.Client, name: str
+    etcd: LocalEtcdCluster, client: geeh.Client, other: geeh.Client, name: str
 ) -> None:
     election = client.election(name)
     a = await election.campaign(b"a", ttl=10)
@@ -153,6 +153,10 @@ async def test_the_third_in_line_does_not_read_again_when_it_knows_the_whole_lin
     ranges = count_ranges(other)
     c = asyncio.ensure_future(other.election(name).campaign(b"c", ttl=10))
     await joined(client, name, 3)
+    # c's own watch and its line's two (at least): once etcd serves them in step, the
+    # hand-offs reach them in revision order (a hand-off sooner may cost c a read, rightly).
+    await eventually(lambda: other.core.sizes()["watches"] >= 3, what="c's watches")
+    await watches_caught_up(etcd, client, other)
     await a.resign()
     b_leads = await within(b, 5, "b to lead")
     await b_leads.resign()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import geeh
 from geeh._proto import rpc_pb2
 from geeh.keys import election_prefix, prefix_end
 from geeh.net.retry import DELETE, LEASE_REVOKE, RANGE
+from geeh.testing import LocalEtcdCluster
 from support.wait import eventually
 
 
@@ -34,6 +37,24 @@ async def joined(client: geeh.Client, name: str, n: int) -> None:
         return len(await keys(client, name)) >= n
 
     await eventually(enough, what=f"{n} candidates to join {name}")
+
+
+async def watches_caught_up(etcd: LocalEtcdCluster, *clients: geeh.Client) -> None:
+    """Wait until member 0 serves every watch of ``clients``, none from its sync loop.
+
+    gee-h creates each watch one revision early (see watch.py), so etcd serves it from its
+    sync loop until it has caught up, and events reach two such watches in no set order.
+    """
+
+    async def caught_up() -> bool:
+        wanted = sum(c.core.sizes()["watches"] for c in clients)
+        total, slow = await asyncio.gather(
+            asyncio.to_thread(etcd.metrics, 0, "etcd_debugging_mvcc_watcher_total"),
+            asyncio.to_thread(etcd.metrics, 0, "etcd_debugging_mvcc_slow_watcher_total"),
+        )
+        return bool(total and slow is not None) and sum(total) >= wanted and not sum(slow)
+
+    await eventually(caught_up, what="etcd to serve the watches in step")
 
 
 async def revoke(client: geeh.Client, lease: int) -> None:

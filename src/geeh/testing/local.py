@@ -27,6 +27,7 @@ from .network import Network
 from .probes import (
     LOCALHOST,
     free_ports,
+    metric,
     probe_health,
     probe_is_leader,
     tail,
@@ -194,6 +195,11 @@ class LocalCluster(EtcdCluster):
     def member_name(self, i: int) -> str:
         """etcd ``--name`` of member *i* (``"m0"``, ``"m1"``, ...)."""
         return self._member(i).name
+
+    def metrics(self, i: int, name: str, timeout: float = 1.0) -> list[float] | None:
+        """The samples of etcd's metric *name* on member *i* (every label set), from its
+        ``/metrics``; None if it cannot be read."""
+        return metric(self._member(i).metrics_url, name, timeout)
 
     def client_port(self, i: int) -> int:
         """The client port member *i* itself listens on (behind its proxy, if any)."""
