@@ -24,7 +24,7 @@ from geeh._proto import rpc_pb2 as rpc
 from geeh.keys import election_prefix, prefix_end
 from geeh.net.retry import RANGE
 
-from .common import RESULTS, Config, Etcd, Series
+from .common import REPO, Config, Etcd, Series
 
 # Where the sampled window went, by the outermost frame of these functions (not nested).
 SHARES = {
@@ -62,6 +62,7 @@ async def handoffs(
     waiting: int,
     rounds: int,
     out_name: str,
+    out_dir: str,
     clients: int = 1,
 ) -> dict[str, Any]:
     """Profiled hand-offs; with ``clients`` > 1, candidates round-robin over that many
@@ -120,54 +121,37 @@ async def handoffs(
             await leadership.resign()
     await etcd.clear(name)
     text = profiler.output_text(unicode=False, color=False, show_all=False)
-    await asyncio.to_thread(_save, out_name, text)
+    await asyncio.to_thread(_save, out_dir, out_name, text)
     return {
         "waiting": waiting,
         "clients": clients,
         "members": len(endpoints),
         "latency": latency,
-        "text": text,
         "file": out_name,
         "shares": _shares(profiler.last_session),
     }
 
 
-def _save(name: str, text: str) -> None:
-    os.makedirs(RESULTS, exist_ok=True)
+def _save(out_dir: str, name: str, text: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
     # Paths relative to the repository: the results are committed, machine paths are not.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    with open(os.path.join(RESULTS, name), "w") as f:
-        f.write(text.replace(root, ""))
+    with open(os.path.join(out_dir, name), "w") as f:
+        f.write(text.replace(REPO + os.sep, ""))
 
 
-async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[dict[str, Any]]:
-    rounds = cfg.n(60, 20)
-    out = []
+async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
+    """1 and 1000 waiting; on a cluster over one Client per member (keys from every member
+    interleave). On a single member, also the wait read's cost."""
+    rounds, clients = cfg.n(60, 20), len(endpoints)
+    suffix = f"-{clients}-member" if clients > 1 else ""
+    runs = []
     for waiting in (1, 1000):
-        print(f"    profiling hand-offs with {waiting} waiting")
-        out.append(
-            await handoffs(endpoints, etcd, waiting, rounds, f"profile-handoff-{waiting}.txt")
-        )
-    return out
-
-
-async def run_cluster(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[dict[str, Any]]:
-    """1 and 1000 waiting over one Client per member: keys from every member interleave."""
-    rounds = cfg.n(60, 20)
-    out = []
-    for waiting in (1, 1000):
-        print(f"    profiling hand-offs with {waiting} waiting, {len(endpoints)} clients")
-        out.append(
-            await handoffs(
-                endpoints,
-                etcd,
-                waiting,
-                rounds,
-                f"profile-handoff-{waiting}-{len(endpoints)}-member.txt",
-                clients=len(endpoints),
-            )
-        )
-    return out
+        print(f"    profiling hand-offs with {waiting} waiting, {clients} client(s)")
+        name = f"profile-handoff-{waiting}{suffix}.txt"
+        runs.append(await handoffs(endpoints, etcd, waiting, rounds, name, cfg.out_dir, clients))
+    if clients > 1:
+        return {"runs": runs}
+    return {"runs": runs, "reads": await read_cost(cfg, etcd)}
 
 
 async def read_cost(cfg: Config, etcd: Etcd) -> dict[str, Series]:

@@ -262,15 +262,13 @@ async def traced_memory(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[s
 
 
 async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
+    """One member: one and four processes, and the heap per candidate. A cluster: four
+    processes, each pinned to a different member first."""
+    if len(endpoints) > 1:
+        print(f"    scale: 1, 100, 1000 waiting, 4 processes over {len(endpoints)} members")
+        return {"results": await interleaved(cfg, endpoints, etcd, (1, 100, 1000), 4, rotate=True)}
     results: list[ScaleResult] = []
     for processes in (1, 4):
         print(f"    scale: 1, 10, 100, 1000 waiting, {processes} process(es) each")
         results += await interleaved(cfg, endpoints, etcd, (1, 10, 100, 1000), processes)
-    traced = await traced_memory(cfg, endpoints, etcd)
-    return {"results": results, "traced": traced}
-
-
-async def run_cluster(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[ScaleResult]:
-    """A 3-member cluster, four processes each pinned to a different member first."""
-    print(f"    scale: 1, 100, 1000 waiting, 4 processes over {len(endpoints)} members")
-    return await interleaved(cfg, endpoints, etcd, (1, 100, 1000), 4, rotate=True)
+    return {"results": results, "traced": await traced_memory(cfg, endpoints, etcd)}
