@@ -40,7 +40,7 @@ chaos-short: $(STAMP)
 chaos-check: $(STAMP)
 	$(BIN)/pytest -q -m slow tests/test_chaos.py
 
-## bench: benchmarks side by side with etcdctl elect; writes BENCHMARKS.md
+## bench: benchmarks side by side with etcdctl elect; results JSON, plots, BENCHMARKS.md
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 

@@ -9,7 +9,6 @@ from typing import Any
 
 S = dict[str, Any]
 COLORS = {"etcdctl": "#1f77b4", "gee-h": "#d62728"}
-CLUSTERS = ("1-member", "3-member")
 
 
 def _plt() -> Any:
@@ -95,36 +94,15 @@ def scale(path: str, results: list[S]) -> None:
         marker = markers[k % len(markers)]
         label = f"{cluster.split(',')[0]}, {processes} proc"
         xs = [r["waiting"] for r in rows]
-        line = ax1.plot(
-            xs,
-            [r["latency"]["median"] * 1000 for r in rows],
-            marker=marker,
-            label=f"median, {label}",
-        )[0]
-        color = line.get_color()
-        ax1.plot(
-            xs,
-            [r["latency"]["p90"] * 1000 for r in rows],
-            marker=marker,
-            linestyle="dotted",
-            color=color,
-            label=f"p90, {label}",
-        )
-        ax2.plot(
-            xs,
-            [mean(r["unary"]) for r in rows],
-            marker=marker,
-            color=color,
-            label=f"unary requests, {label}",
-        )
-        ax2.plot(
-            xs,
-            [mean(r["received"]) for r in rows],
-            marker=marker,
-            linestyle="dotted",
-            color=color,
-            label=f"watch responses, {label}",
-        )
+        lines = [
+            (ax1, [r["latency"]["median"] * 1000 for r in rows], "solid", "median"),
+            (ax1, [r["latency"]["p90"] * 1000 for r in rows], "dotted", "p90"),
+            (ax2, [mean(r["unary"]) for r in rows], "solid", "unary requests"),
+            (ax2, [mean(r["received"]) for r in rows], "dotted", "watch responses"),
+        ]
+        for ax, ys, style, what in lines:
+            color = f"C{k}"
+            ax.plot(xs, ys, marker=marker, linestyle=style, color=color, label=f"{what}, {label}")
     for ax in (ax1, ax2):
         ax.set_xscale("log")
         ax.set_xlabel("waiting candidates")
@@ -158,44 +136,29 @@ def cost(path: str, roles: list[S]) -> None:
 
 def draw(data: S, out_dir: str) -> None:
     """Every plot whose stage is in the results, into ``out_dir``."""
+    from .report import CLUSTERS, ETCDCTL, GEEH, INPROC, OBSERVERS
+
     os.makedirs(out_dir, exist_ok=True)
-    at = lambda name: os.path.join(out_dir, name)  # noqa: E731
-    panels = []
-    for c in CLUSTERS:
-        h = data.get("handoff", {}).get(c)
-        if h:
-            panels.append(
-                (
-                    f"Hand-off, processes, {c} etcd",
-                    [("`etcdctl elect` (reference)", h["etcdctl"]), ("`geeh elect`", h["gee-h"])],
-                )
-            )
-    for c in CLUSTERS:
-        i = data.get("inproc", {}).get(c)
-        if i:
-            rows = [
-                ("floor: Delete + watch event (gee-h)", i["floor"]),
-                ("floor: Delete + `etcdctl watch`", i["floor-go"]),
-                ("gee-h `resign()` -> `campaign`", i["resign"]),
-            ]
-            panels.append((f"Hand-off, in-process, {c} etcd", rows))
-    boxes(at("handoff.png"), panels)
-    panels = []
-    for c in CLUSTERS:
-        o = data.get("observers", {}).get(c)
-        if o:
-            rows = [
-                ("`etcdctl elect -l` (reference)", o["etcdctl"]),
-                ("`geeh elect --listen`", o["gee-h"]),
-                ("gee-h `observe()` in-process", o["in-process"]),
-                ("floor: Delete + raw watch event", o["floor"]),
-            ]
-            panels.append((f"Observer notification, {c} etcd", rows))
-    boxes(at("observers.png"), panels)
+    handoff = [(ETCDCTL, "`etcdctl elect` (reference)"), (GEEH, "`geeh elect`")]
+    kinds = {
+        "handoff.png": [
+            ("handoff", "Hand-off, processes", handoff),
+            ("inproc", "Hand-off, in-process", INPROC),
+        ],
+        "observers.png": [("observers", "Observer notification", OBSERVERS)],
+    }
+    for png, stages in kinds.items():
+        panels = [
+            (f"{title}, {c} etcd", [(label, data[name][c][k]) for k, label in rows])
+            for name, title, rows in stages
+            for c in CLUSTERS
+            if c in data.get(name, {})
+        ]
+        boxes(os.path.join(out_dir, png), panels)
     if data.get("crash", {}).get("1-member"):
-        crash(at("crash.png"), data["crash"]["1-member"])
+        crash(os.path.join(out_dir, "crash.png"), data["crash"]["1-member"])
     results = [r for c in CLUSTERS for r in data.get("scale", {}).get(c, {}).get("results", [])]
     if results:
-        scale(at("scale.png"), results)
+        scale(os.path.join(out_dir, "scale.png"), results)
     if data.get("cost"):
-        cost(at("cost.png"), list(data["cost"].values()))
+        cost(os.path.join(out_dir, "cost.png"), list(data["cost"].values()))

@@ -55,33 +55,16 @@ class Workers:
     ):
         import sys
 
-        def eps(i: int) -> list[str]:
+        def argv(i: int) -> list[str]:
             # With rotate, worker i starts on member i (mod size): its leases get that
             # member's ID prefix, as candidates spread over a cluster's members would.
             k = i % len(endpoints) if rotate else 0
-            return endpoints[k:] + endpoints[:k]
+            eps = ",".join(endpoints[k:] + endpoints[:k])
+            out = [sys.executable, "-m", "benchmarks.scale_worker", "--endpoints", eps]
+            out += ["--name", name, "--id", f"w{i}", "--ttl", str(TTL)]
+            return out + (["--tracemalloc"] if traced else [])
 
-        self.procs = [
-            Proc(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.scale_worker",
-                    "--endpoints",
-                    ",".join(eps(i)),
-                    "--name",
-                    name,
-                    "--id",
-                    f"w{i}",
-                    "--ttl",
-                    str(TTL),
-                    *(["--tracemalloc"] if traced else []),
-                ],
-                f"scale-w{i}",
-                stdin=True,
-            )
-            for i in range(processes)
-        ]
+        self.procs = [Proc(argv(i), f"scale-w{i}", stdin=True) for i in range(processes)]
         self.cursor = 0
         self.won_seen = [0] * processes
 
