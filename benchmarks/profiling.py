@@ -25,6 +25,7 @@ from geeh.keys import election_prefix, prefix_end
 from geeh.net.retry import RANGE
 
 from .common import REPO, Config, Etcd, Series
+from .switch import Queue
 
 # Where the sampled window went, by the outermost frame of these functions (not nested).
 SHARES = {
@@ -70,56 +71,23 @@ async def handoffs(
     """
     from pyinstrument import Profiler
 
-    name = f"bench-profile-{waiting}-{clients}"
-    await etcd.clear(name)
-    won: asyncio.Queue[tuple[float, geeh.Leadership]] = asyncio.Queue()
     latency = Series(f"{waiting} waiting, profiled")
     profiler = Profiler(interval=0.0001, async_mode="disabled")
     async with contextlib.AsyncExitStack() as stack:
-        pool = [
-            await stack.enter_async_context(
-                geeh.Client(endpoints[k % len(endpoints) :] + endpoints[: k % len(endpoints)])
-            )
+        rotated = [
+            endpoints[k % len(endpoints) :] + endpoints[: k % len(endpoints)]
             for k in range(clients)
         ]
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def candidate(n: int) -> None:
-            election = pool[n % len(pool)].election(name)
-            leadership = await election.campaign(f"p{n}", ttl=60)
-            won.put_nowait((time.monotonic(), leadership))
-
-        def add(n: int) -> None:
-            task = asyncio.ensure_future(candidate(n))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        add(0)
-        _, leadership = await won.get()
-        for start in range(0, waiting, 100):  # in batches, as in switch.py
-            for i in range(start, min(waiting, start + 100)):
-                add(i + 1)
-            await etcd.wait_count(name, min(waiting, start + 100) + 1, timeout=300)
-        await asyncio.sleep(0.5 + waiting / 1000)
-        serial = waiting + 1
+        pool = [await stack.enter_async_context(geeh.Client(eps)) for eps in rotated]
+        queue = Queue(pool, etcd, f"bench-profile-{waiting}-{clients}", waiting)
         try:
+            await queue.start()
+            await asyncio.sleep(0.5 + waiting / 1000)
             for _ in range(rounds):
-                t0 = time.monotonic()
-                profiler.start()
-                await leadership.resign()
-                t1, leadership = await won.get()
-                profiler.stop()
-                latency.add(t1 - t0)
-                add(serial)
-                serial += 1
-                await etcd.wait_count(name, waiting + 1)
+                latency.add(await queue.handoff(profiler=profiler))
                 await asyncio.sleep(0.05)
         finally:
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await leadership.resign()
-    await etcd.clear(name)
+            await queue.close()
     text = profiler.output_text(unicode=False, color=False, show_all=False)
     await asyncio.to_thread(_save, out_dir, out_name, text)
     return {
