@@ -89,7 +89,10 @@ def scale(path: str, results: list[S]) -> None:
     for r in results:
         groups.setdefault((r["cluster"], r["processes"]), []).append(r)
     markers = ["o", "s", "^", "D"]
-    mean = lambda xs: statistics.mean(xs) if xs else math.nan  # noqa: E731
+
+    def mean(xs: list[float]) -> float:
+        return statistics.mean(xs) if xs else math.nan
+
     for k, ((cluster, processes), rows) in enumerate(groups.items()):
         marker = markers[k % len(markers)]
         label = f"{cluster.split(',')[0]}, {processes} proc"

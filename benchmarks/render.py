@@ -80,11 +80,13 @@ def render(template: str, values: dict[str, Any]) -> str:
 
     text = BLOCK.sub(block, template)
     if "<!-- if " in text or "<!-- end " in text:
-        line = text[: text.find("<!-- ")].count("\n") + 1
-        raise TemplateError(f"line {line}: an if/end block that does not close or open")
+        at = text[: text.find("<!-- ")].count("\n") + 1
+        raise TemplateError(f"line {at}: an if/end block that does not close or open")
     out = []
     for n, line in enumerate(text.split("\n"), start=1):
-        out.append(
-            FIELD.sub(lambda m, n=n: field(values, m.group(1), f"line {n}, {m.group(0)}"), line)
-        )
+
+        def fill(m: re.Match[str], n: int = n) -> str:
+            return field(values, m.group(1), f"line {n}, {m.group(0)}")
+
+        out.append(FIELD.sub(fill, line))
     return "\n".join(out)

@@ -120,10 +120,8 @@ def _concurrent(section: S) -> None:
     for mode, label in (("concurrent", "side by side"), ("sequential", "one at a time")):
         g, e = c["series"][f"{mode}-{GEEH}"], c["series"][f"{mode}-{ETCDCTL}"]
         c[mode] = {"ratio": g["median"] / e["median"], "p90_ratio": g["p90"] / e["p90"]}
-        cells = [_ms(s[k]) for s in (g, e) for k in ("median", "p90", "p99")]
-        rows.append(
-            [label, g["n"], *cells, f"{c[mode]['ratio']:.2f}", f"{c[mode]['p90_ratio']:.2f}"]
-        )
+        ms = [_ms(s[k]) for s in (g, e) for k in ("median", "p90", "p99")]
+        rows.append([label, g["n"], *ms, f"{c[mode]['ratio']:.2f}", f"{c[mode]['p90_ratio']:.2f}"])
     c["table"] = table(
         "case | trials> | gee-h median ms> | p90> | p99> | `etcdctl elect -l` median ms> | p90> "
         "| p99> | median ratio> | p90 ratio>",
@@ -158,7 +156,8 @@ def scale_rows(section: S) -> list[S]:
 def _scale(section: S) -> None:
     results = scale_rows(section)
     base = {(r["cluster"], r["processes"]): r for r in results if r["waiting"] == 1}
-    rows, goals, paths = [], [], {}
+    rows, goals = [], []
+    paths: dict[int, dict[str, list[float]]] = {}
     for r in results:
         b, lat = base[(r["cluster"], r["processes"])], r["latency"]
         lat_x = lat["median"] / b["latency"]["median"]
