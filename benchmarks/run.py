@@ -14,6 +14,7 @@ import asyncio
 import datetime
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from . import (
     switch,
 )
 from .common import REPO, RESULTS, Config, Etcd, jsonable, kill_all, machine
+from .render import TemplateError
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         description="gee-h benchmarks against etcdctl elect: results as JSON, plots, report",
     )
     parser.add_argument("--quick", action="store_true", help="fewer trials: a few minutes")
-    parser.add_argument("--only", nargs="+", choices=list(STAGES), help="run only these stages")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(STAGES), metavar="STAGE", help=", ".join(STAGES)
+    )
     parser.add_argument("--merge", action="store_true", help="fold into the saved results")
     parser.add_argument(
         "--report-only", action="store_true", help="measure nothing: render the saved results"
@@ -175,8 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(data, f, indent=1)
             f.write("\n")
         print(f"wrote {args.results}")
+    if not os.path.exists(args.results):
+        parser.error(f"no saved results at {args.results}: measure first")
     with open(args.results) as f:
         data = json.load(f)
-    report.write(data, args.template, args.out, out_dir)
+    try:
+        report.write(data, args.template, args.out, out_dir)
+    except TemplateError as err:  # the results are saved: fix the template, then --report-only
+        print(f"python -m benchmarks: {args.template}: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {args.out}")
     return 0
