@@ -63,3 +63,27 @@ def test_the_committed_template_renders_from_the_committed_results() -> None:
     text = render(template, values(data))
     assert "{{" not in text and "<!--" not in text
     assert values(data)["headline"]["table"] in text
+
+
+def test_results_become_plain_json() -> None:
+    from benchmarks.common import Series, jsonable
+
+    s = Series("x", samples=[0.003, 0.001, 0.002])
+    out = jsonable({("concurrent", "gee-h"): s, 2: Series("empty")})
+    assert out["concurrent-gee-h"]["median"] == 0.002 and out["concurrent-gee-h"]["n"] == 3
+    assert out["2"]["median"] is None  # NaN: no samples
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_a_merge_replaces_the_stages_run_again_and_keeps_the_rest() -> None:
+    from benchmarks.run import _merged
+
+    def run(stages: dict[str, str], errors: dict[str, str]) -> dict[str, object]:
+        meta = {"date": "d", "quick": False, "elapsed": 1.0, "merged": [], "errors": errors}
+        return {"meta": {**meta, "stages": {key: {} for key in stages}}, **stages}
+
+    old = run({"crash": "old", "scale": "old"}, {"crash": "crash: failed"})
+    merged = _merged(old, run({"crash": "new"}, {}))
+    assert merged["crash"] == "new" and merged["scale"] == "old"
+    assert merged["meta"]["errors"] == {}
+    assert merged["meta"]["merged"][0].startswith("crash (run again on d")
