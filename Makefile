@@ -71,7 +71,7 @@ partition: $(STAMP) zookeeper
 chaos-check: $(STAMP)
 	$(BIN)/pytest -q -m slow -n $(SLOW_WORKERS) tests/test_chaos.py
 
-## bench: benchmarks side by side with etcdctl elect; writes BENCHMARKS.md
+## bench: benchmarks side by side with etcdctl elect; results JSON, plots, BENCHMARKS.md
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 

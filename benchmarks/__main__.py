@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--out BENCHMARKS.md] [--only NAME ...]``."""
+"""``python -m benchmarks [--quick] [--only NAME ...] [--merge] [--report-only]``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""What every benchmark shares: configuration, statistics, child processes, the machine."""
+"""What every benchmark shares: configuration, statistics, child processes, the machine, and
+the conversion of a stage's results to JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -40,6 +42,7 @@ ETCDCTL = "etcdctl"
 @dataclass
 class Config:
     quick: bool = False
+    out_dir: str = RESULTS  # where stages write files of their own (profiles)
 
     def n(self, full: int, quick: int) -> int:
         """A trial count: ``full`` normally, ``quick`` with --quick."""
@@ -105,18 +108,6 @@ class Series:
     @property
     def max(self) -> float:
         return max(self.samples) if self.samples else math.nan
-
-
-def ms(value: float) -> str:
-    if value != value:
-        return "n/a"
-    return f"{value * 1000:.2f}"
-
-
-def ratio(a: float, b: float) -> str:
-    if a != a or b != b or b == 0:
-        return "n/a"
-    return f"{a / b:.2f}"
 
 
 # -- child processes ---------------------------------------------------------------------------
@@ -239,31 +230,11 @@ def kill_all() -> None:
     _ALL.clear()
 
 
-# -- elect commands: gee-h's CLI (or our fallback script) and etcdctl ------------------------
-
-_CLI: list[str] | None = None
+# -- elect commands: gee-h's CLI and etcdctl -------------------------------------------------
 
 
 def geeh_cli() -> list[str]:
-    """``python -m geeh.cli`` if it works, else benchmarks/elect_cli.py (same behaviour)."""
-    global _CLI
-    if _CLI is None:
-        probe = subprocess.run(
-            [sys.executable, "-m", "geeh.cli", "elect", "--help"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=REPO,
-        )
-        if probe.returncode == 0 and "--listen" in probe.stdout:
-            _CLI = [sys.executable, "-m", "geeh.cli"]
-        else:
-            _CLI = [sys.executable, "-m", "benchmarks.elect_cli"]
-    return _CLI
-
-
-def geeh_cli_name() -> str:
-    return "python -m geeh.cli" if geeh_cli()[-1] == "geeh.cli" else "benchmarks/elect_cli.py"
+    return [sys.executable, "-m", "geeh.cli"]
 
 
 def elect_argv(
@@ -307,20 +278,6 @@ class Etcd:
         )
         return int(response.count)
 
-    async def keys(self, name: str) -> list[bytes]:
-        prefix = election_prefix(name)
-        response = await self.transport.call(
-            RANGE,
-            rpc.RangeRequest(
-                key=prefix,
-                range_end=prefix_end(prefix),
-                keys_only=True,
-                sort_order=rpc.RangeRequest.ASCEND,
-                sort_target=rpc.RangeRequest.CREATE,
-            ),
-        )
-        return [kv.key for kv in response.kvs]
-
     async def revision(self) -> int:
         response = await self.transport.call(RANGE, rpc.RangeRequest(key=b"\0", count_only=True))
         return int(response.header.revision)
@@ -346,24 +303,31 @@ class Etcd:
         await self.delete(prefix, prefix_end(prefix))
 
 
-# -- etcd's own request counters ----------------------------------------------------------------
+# -- etcd's own counters ----------------------------------------------------------------------
 
 _METRIC = re.compile(
-    r'^grpc_server_msg_received_total\{grpc_method="(\w+)",grpc_service="([\w.]+)",'
+    r'^grpc_server_msg_(received|sent)_total\{grpc_method="(\w+)",grpc_service="([\w.]+)",'
     r'grpc_type="(\w+)"\} (\S+)$'
 )
 
 
-def scrape(url: str, *, unary_only: bool = False) -> dict[str, float]:
-    """Messages etcd received (``Service.Method`` -> count), from ``url``/metrics."""
+def scrape(url: str, *, unary_only: bool = False, sent: bool = False) -> dict[str, float]:
+    """Messages etcd received (or sent) by ``Service.Method``, from ``url``/metrics."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     text = opener.open(url + "/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
         m = _METRIC.match(line)
-        if m and float(m.group(4)) and (m.group(3) == "unary" or not unary_only):
-            out[f"{m.group(2).rsplit('.', 1)[-1]}.{m.group(1)}"] = float(m.group(4))
+        if not m or m.group(1) != ("sent" if sent else "received") or not float(m.group(5)):
+            continue
+        if m.group(4) == "unary" or not unary_only:
+            out[f"{m.group(3).rsplit('.', 1)[-1]}.{m.group(2)}"] = float(m.group(5))
     return out
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Counters that grew between two scrapes, by how much."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
 def unary_requests(urls: Sequence[str]) -> Counter[str]:
@@ -374,6 +338,30 @@ def unary_requests(urls: Sequence[str]) -> Counter[str]:
     return total
 
 
+# -- results as JSON ---------------------------------------------------------------------------
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON data: a dataclass becomes its fields plus its properties (so a Series
+    carries its median, p90, ...), tuple keys are joined by "-", NaN becomes null."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        for name, attr in vars(type(obj)).items():
+            if isinstance(attr, property):
+                out[name] = jsonable(getattr(obj, name))
+        return out
+    if isinstance(obj, dict):
+        return {
+            "-".join(map(str, k)) if isinstance(k, tuple) else str(k): jsonable(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
+
+
 # -- the machine -------------------------------------------------------------------------------
 
 
@@ -382,49 +370,36 @@ def _first_line(argv: Sequence[str]) -> str:
         out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
+    return ((out.stdout or out.stderr).strip().splitlines() or ["unknown"])[0]
+
+
+def _proc_field(path: str, name: str) -> str:
+    with contextlib.suppress(OSError), open(path) as f:
+        for line in f:
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = "unknown"
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
     import grpc
 
     rev = _first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(
-        ["git", "-C", REPO, "status", "--porcelain", "--", "src"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    if dirty:
+    if _first_line(["git", "-C", REPO, "status", "--porcelain", "--", "src"]) not in (
+        "",
+        "unknown",
+    ):
         rev += " + uncommitted changes in src/"
-    virt = (
-        _first_line(["systemd-detect-virt"])
-        if os.path.exists("/usr/bin/systemd-detect-virt")
-        else ""
-    )
+    mem = _proc_field("/proc/meminfo", "MemTotal").split()[0]
     return {
-        "cpu": model,
+        "cpu": _proc_field("/proc/cpuinfo", "model name"),
         "cores": os.cpu_count(),
-        "memory": mem,
+        "memory": f"{int(mem) / 2**20:.1f} GiB" if mem.isdigit() else mem,
         "kernel": platform.release(),
-        "virtualization": virt or "unknown",
-        "python": platform.python_version() + " (" + platform.python_implementation() + ")",
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
         "grpcio": grpc.__version__,
         "gee-h": f"{geeh.__version__} (git {rev})",
         "etcd": _first_line([find_etcd(), "--version"]),
         "etcdctl": _first_line([find_etcdctl(), "version"]),
-        "gee-h CLI used": geeh_cli_name(),
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }

@@ -29,7 +29,7 @@ from typing import Any
 from geeh.keys import election_prefix
 from geeh.testing import find_etcdctl
 
-from .common import ETCDCTL, GEEH, RESULTS, Config, Etcd, Proc, Series, geeh_cli
+from .common import ETCDCTL, GEEH, Config, Etcd, Proc, Series, geeh_cli
 
 SETTLE = 0.05
 CONCURRENT = "concurrent"
@@ -135,14 +135,16 @@ def _start_spy(binary: str, pid: int, raw: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _finish_spy(spy: subprocess.Popen[bytes], raw: str) -> dict[str, list[tuple[str, float]]]:
+def _finish_spy(
+    spy: subprocess.Popen[bytes], raw: str, out_dir: str
+) -> dict[str, list[tuple[str, float]]]:
     spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled
     with contextlib.suppress(subprocess.TimeoutExpired):
         spy.wait(20)
     if not os.path.exists(raw):
         return {}
-    os.makedirs(RESULTS, exist_ok=True)
-    shutil.copy(raw, os.path.join(RESULTS, "profile-concurrent-observer.txt"))
+    os.makedirs(out_dir, exist_ok=True)
+    shutil.copy(raw, os.path.join(out_dir, "profile-concurrent-observer.txt"))
     return summarize_profile(raw)
 
 
@@ -188,7 +190,7 @@ async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
                 with contextlib.suppress(TimeoutError, RuntimeError):
                     await pair.trial()
         if spy is not None:
-            profile = await asyncio.to_thread(_finish_spy, spy, raw)
+            profile = await asyncio.to_thread(_finish_spy, spy, raw, cfg.out_dir)
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()

@@ -27,6 +27,7 @@ from .common import (
     Config,
     Etcd,
     Proc,
+    delta,
     elect_argv,
     is_key_of,
     listen_argv,
@@ -99,7 +100,7 @@ async def _prepare(role: Role, cluster: LocalEtcdCluster) -> Proc:
     return proc
 
 
-async def run(cfg: Config) -> list[Role]:
+async def run(cfg: Config) -> dict[str, Role]:
     seconds = cfg.secs(60, 12)
     roles = [Role(r, impl, ttl) for r, impl, ttl in ROLES]
     clusters = [LocalEtcdCluster(1) for _ in roles]
@@ -121,13 +122,9 @@ async def run(cfg: Config) -> list[Role]:
             role.seconds = elapsed
             role.cpu = cpu1[i] - cpu0[i]
             role.rss = ps[i].memory_info().rss
-            role.messages = {
-                k: v - before[i].get(k, 0.0)
-                for k, v in after[i].items()
-                if v - before[i].get(k, 0.0) > 0
-            }
+            role.messages = delta(after[i], before[i])
     finally:
         for p in procs:
             await p.stop()
         await asyncio.gather(*(asyncio.to_thread(c.close) for c in clusters))
-    return roles
+    return {f"{r.role}-{r.impl}-ttl{r.ttl or 'default'}": r for r in roles}

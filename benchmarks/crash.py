@@ -8,50 +8,30 @@ time: each spends nearly all of it idle, waiting for etcd to expire the dead lea
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import time
 
-from .common import GEEH, Config, Etcd, Proc, Series, elect_argv, is_key_of
+from .common import GEEH, Config, Etcd, Series
+from .handoff import Chain
 
-SETTLE = 0.5
+SETTLE = 0.1  # beyond the chain's own settle time
 
 
 async def _chain(ttl: int, trials: int, endpoints: list[str], etcd: Etcd, out: Series) -> None:
-    name = f"bench-crash-ttl{ttl}"
-    numbers = itertools.count()
-
-    def spawn() -> Proc:
-        return Proc(
-            elect_argv(GEEH, endpoints, name, f"c{next(numbers)}", ttl=ttl), f"crash-ttl{ttl}"
-        )
-
-    await etcd.clear(name)
-    leader = spawn()
-    successor: Proc | None = None
+    chain = Chain(GEEH, endpoints, f"bench-crash-ttl{ttl}", etcd, ttl=ttl)
     try:
-        await leader.wait_line(is_key_of(name), timeout=30)
+        await chain.start()
         for _ in range(trials):
-            successor = spawn()
-            await etcd.wait_count(name, 2)
             # Let a keepalive or two pass, so the kill lands at a random point in the cycle.
             await asyncio.sleep(SETTLE + (time.monotonic() % 1.0) * ttl / 3)
-            t0 = time.monotonic()
-            leader.signal(signal.SIGKILL)
             try:
-                t1, _, _ = await successor.wait_line(is_key_of(name), timeout=ttl + 30)
-                out.add(t1 - t0)
+                out.add(await chain.hand_over(signal.SIGKILL, timeout=ttl + 30))
             except (TimeoutError, RuntimeError) as err:
                 print(f"    crash ttl={ttl} trial failed: {err}")
                 out.failures += 1
-            leader.kill()
-            leader, successor = successor, None
-            await etcd.wait_count(name, 1, timeout=ttl + 30)
+            await chain.refill(timeout=ttl + 30)
     finally:
-        leader.kill()
-        if successor is not None:
-            successor.kill()
-        await etcd.clear(name)
+        await chain.close()
 
 
 async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[int, Series]:

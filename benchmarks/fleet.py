@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import geeh
 from geeh.testing import LocalEtcdCluster
 
-from .common import ETCDCTL, GEEH, Config, Etcd, Proc, is_key_of, kill_all, scrape
+from .common import ETCDCTL, GEEH, Config, Etcd, Proc, delta, is_key_of, kill_all, scrape
 from .concurrent import observe_argv
 
 NAME = "bench-fleet"
@@ -75,9 +75,7 @@ async def _fleet(impl: str, n: int, seconds: float) -> Fleet:
         after, cpu1 = scrape(url), process_cpu(pid)
         result.seconds = time.monotonic() - t0
         result.etcd_cpu = cpu1 - cpu0
-        result.messages = {
-            k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0
-        }
+        result.messages = delta(after, before)
     finally:
         for p in procs:
             p.kill()
@@ -85,15 +83,15 @@ async def _fleet(impl: str, n: int, seconds: float) -> Fleet:
     return result
 
 
-async def run(cfg: Config) -> list[Fleet]:
+async def run(cfg: Config) -> dict[str, Fleet]:
     seconds = cfg.secs(60, 15)
     sizes = (10, 100) if not cfg.quick else (10,)
-    out: list[Fleet] = []
+    out: dict[str, Fleet] = {}
     try:
         for n in sizes:
             for impl in (GEEH, ETCDCTL):
                 print(f"    {n} x {impl}", flush=True)
-                out.append(await _fleet(impl, n, seconds))
+                out[f"{impl}-{n}"] = await _fleet(impl, n, seconds)
     finally:
         kill_all()
     return out

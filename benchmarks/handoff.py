@@ -38,55 +38,63 @@ SETTLE = 0.4  # after the successor's key exists: let it finish setting up its w
 class Chain:
     """A leader process and a waiting successor process of one kind, replenished per trial."""
 
-    def __init__(self, impl: str, endpoints: list[str], name: str, etcd: Etcd) -> None:
+    def __init__(self, impl: str, endpoints: list[str], name: str, etcd: Etcd, ttl: int = 10):
         self.impl = impl
         self.endpoints = endpoints
         self.name = name
         self.etcd = etcd
+        self.ttl = ttl
         self.count = itertools.count()
         self.leader: Proc | None = None
         self.successor: Proc | None = None
 
     def _spawn(self) -> Proc:
-        n = next(self.count)
-        return Proc(
-            elect_argv(self.impl, self.endpoints, self.name, f"{self.impl}-{n}", ttl=10),
-            f"{self.impl}-elect",
-        )
+        value = f"{self.impl}-{next(self.count)}"
+        argv = elect_argv(self.impl, self.endpoints, self.name, value, ttl=self.ttl)
+        return Proc(argv, f"{self.impl}-elect-ttl{self.ttl}")
 
     async def start(self) -> None:
         await self.etcd.clear(self.name)
         self.leader = self._spawn()
         await self.leader.wait_line(is_key_of(self.name), timeout=30)
-        await self._add_successor()
+        await self.refill()
 
-    async def _add_successor(self) -> None:
+    async def refill(self, timeout: float = 30.0) -> None:
+        """Once the old leader's key is gone: a new successor, its watch in place."""
+        await self.etcd.wait_count(self.name, 1, timeout=timeout)
         self.successor = self._spawn()
         await self.etcd.wait_count(self.name, 2)
         await asyncio.sleep(SETTLE)
 
+    async def hand_over(self, sig: int, timeout: float = 30.0) -> float:
+        """Signal the leader: the time until the successor prints its key line. Afterwards
+        the successor is the leader, and the old leader has exited (or was killed)."""
+        assert self.leader is not None and self.successor is not None
+        t0 = time.monotonic()
+        self.leader.signal(sig)
+        try:
+            t1, _, _ = await self.successor.wait_line(is_key_of(self.name), timeout=timeout)
+        finally:
+            old, self.leader, self.successor = self.leader, self.successor, None
+            await old.wait_exit(10)
+            old.kill()
+        return t1 - t0
+
     async def trial(self) -> tuple[float, Counter[str]]:
-        """The hand-off's latency, and the unary requests etcd received for it.
+        """A graceful hand-off's latency, and the unary requests etcd received for it.
 
         Counted from just before the SIGINT until the old leader has exited (its resign and
         exit included) and the successor has printed; nothing else sends unary requests
         meanwhile: the other chain is idle, and the driver waits.
         """
-        assert self.leader is not None and self.successor is not None
         urls = [f"http://{e}" for e in self.endpoints]
         before = await asyncio.to_thread(unary_requests, urls)
-        t0 = time.monotonic()
-        self.leader.signal(signal.SIGINT)
-        t1, _, _ = await self.successor.wait_line(is_key_of(self.name), timeout=30)
-        old, self.leader = self.leader, self.successor
-        await old.wait_exit(10)
-        old.kill()
+        latency = await self.hand_over(signal.SIGINT)
         await asyncio.sleep(SETTLE)
         requests = await asyncio.to_thread(unary_requests, urls)
         requests.subtract(before)
-        await self.etcd.wait_count(self.name, 1)
-        await self._add_successor()
-        return t1 - t0, +requests
+        await self.refill()
+        return latency, +requests
 
     async def close(self) -> None:
         for p in (self.successor, self.leader):

@@ -3,17 +3,20 @@
 ``python -m benchmarks.imports [--runs N] [--json]``. Each case runs in a fresh interpreter,
 ``--runs`` times; the figure is the median of ``-X importtime``'s cumulative time for the
 top-level modules the case imports, with the modules loaded and whether gRPC is among them.
-Self-contained (standard library only), so that it can move with the benchmarks' runner.
+Also the runner's ``imports`` stage (``python -m benchmarks --only imports``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
+
+from .common import Config
 
 # name -> code run in a fresh interpreter
 CASES = {
@@ -74,6 +77,11 @@ def measure(runs: int = 5) -> list[ImportCost]:
             )
         )
     return costs
+
+
+async def run(cfg: Config) -> dict[str, list[ImportCost]]:
+    """The runner's stage: every case, in fresh interpreters (fewer with --quick)."""
+    return {"cases": await asyncio.to_thread(measure, 3 if cfg.quick else 7)}
 
 
 def table(costs: list[ImportCost]) -> str:

@@ -360,7 +360,7 @@ def summary(runs: list[Run]) -> list[str]:
 def markdown(runs: list[Run]) -> str:
     sizes = sorted({r.n for r in runs})
     out = [
-        "## 5d. Rebalancing shards: gee-h against kazoo's SetPartitioner on ZooKeeper",
+        "## Rebalancing shards: gee-h against kazoo's SetPartitioner on ZooKeeper",
         "",
         f"`python -m benchmarks.partition` (N = {', '.join(map(str, sizes))}). Members (one "
         "process each) go 2 -> 8 (one join at a time) -> 3 (leave, SIGKILL, leave, SIGKILL, "

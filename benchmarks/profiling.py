@@ -24,7 +24,8 @@ from geeh._proto import rpc_pb2 as rpc
 from geeh.keys import election_prefix, prefix_end
 from geeh.net.retry import RANGE
 
-from .common import RESULTS, Config, Etcd, Series
+from .common import REPO, Config, Etcd, Series
+from .switch import Queue
 
 # Where the sampled window went, by the outermost frame of these functions (not nested).
 SHARES = {
@@ -62,6 +63,7 @@ async def handoffs(
     waiting: int,
     rounds: int,
     out_name: str,
+    out_dir: str,
     clients: int = 1,
 ) -> dict[str, Any]:
     """Profiled hand-offs; with ``clients`` > 1, candidates round-robin over that many
@@ -69,105 +71,55 @@ async def handoffs(
     """
     from pyinstrument import Profiler
 
-    name = f"bench-profile-{waiting}-{clients}"
-    await etcd.clear(name)
-    won: asyncio.Queue[tuple[float, geeh.Leadership]] = asyncio.Queue()
     latency = Series(f"{waiting} waiting, profiled")
     profiler = Profiler(interval=0.0001, async_mode="disabled")
     async with contextlib.AsyncExitStack() as stack:
-        pool = [
-            await stack.enter_async_context(
-                geeh.Client(endpoints[k % len(endpoints) :] + endpoints[: k % len(endpoints)])
-            )
+        rotated = [
+            endpoints[k % len(endpoints) :] + endpoints[: k % len(endpoints)]
             for k in range(clients)
         ]
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def candidate(n: int) -> None:
-            election = pool[n % len(pool)].election(name)
-            leadership = await election.campaign(f"p{n}", ttl=60)
-            won.put_nowait((time.monotonic(), leadership))
-
-        def add(n: int) -> None:
-            task = asyncio.ensure_future(candidate(n))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        add(0)
-        _, leadership = await won.get()
-        for start in range(0, waiting, 100):  # in batches, as in switch.py
-            for i in range(start, min(waiting, start + 100)):
-                add(i + 1)
-            await etcd.wait_count(name, min(waiting, start + 100) + 1, timeout=300)
-        await asyncio.sleep(0.5 + waiting / 1000)
-        serial = waiting + 1
+        pool = [await stack.enter_async_context(geeh.Client(eps)) for eps in rotated]
+        queue = Queue(pool, etcd, f"bench-profile-{waiting}-{clients}", waiting)
         try:
+            await queue.start()
+            await asyncio.sleep(0.5 + waiting / 1000)
             for _ in range(rounds):
-                t0 = time.monotonic()
-                profiler.start()
-                await leadership.resign()
-                t1, leadership = await won.get()
-                profiler.stop()
-                latency.add(t1 - t0)
-                add(serial)
-                serial += 1
-                await etcd.wait_count(name, waiting + 1)
+                latency.add(await queue.handoff(profiler=profiler))
                 await asyncio.sleep(0.05)
         finally:
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await leadership.resign()
-    await etcd.clear(name)
+            await queue.close()
     text = profiler.output_text(unicode=False, color=False, show_all=False)
-    await asyncio.to_thread(_save, out_name, text)
+    await asyncio.to_thread(_save, out_dir, out_name, text)
     return {
         "waiting": waiting,
         "clients": clients,
         "members": len(endpoints),
         "latency": latency,
-        "text": text,
         "file": out_name,
         "shares": _shares(profiler.last_session),
     }
 
 
-def _save(name: str, text: str) -> None:
-    os.makedirs(RESULTS, exist_ok=True)
+def _save(out_dir: str, name: str, text: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
     # Paths relative to the repository: the results are committed, machine paths are not.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    with open(os.path.join(RESULTS, name), "w") as f:
-        f.write(text.replace(root, ""))
+    with open(os.path.join(out_dir, name), "w") as f:
+        f.write(text.replace(REPO + os.sep, ""))
 
 
-async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[dict[str, Any]]:
-    rounds = cfg.n(60, 20)
-    out = []
+async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
+    """1 and 1000 waiting; on a cluster over one Client per member (keys from every member
+    interleave). On a single member, also the wait read's cost."""
+    rounds, clients = cfg.n(60, 20), len(endpoints)
+    suffix = f"-{clients}-member" if clients > 1 else ""
+    runs = []
     for waiting in (1, 1000):
-        print(f"    profiling hand-offs with {waiting} waiting")
-        out.append(
-            await handoffs(endpoints, etcd, waiting, rounds, f"profile-handoff-{waiting}.txt")
-        )
-    return out
-
-
-async def run_cluster(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[dict[str, Any]]:
-    """1 and 1000 waiting over one Client per member: keys from every member interleave."""
-    rounds = cfg.n(60, 20)
-    out = []
-    for waiting in (1, 1000):
-        print(f"    profiling hand-offs with {waiting} waiting, {len(endpoints)} clients")
-        out.append(
-            await handoffs(
-                endpoints,
-                etcd,
-                waiting,
-                rounds,
-                f"profile-handoff-{waiting}-{len(endpoints)}-member.txt",
-                clients=len(endpoints),
-            )
-        )
-    return out
+        print(f"    profiling hand-offs with {waiting} waiting, {clients} client(s)")
+        name = f"profile-handoff-{waiting}{suffix}.txt"
+        runs.append(await handoffs(endpoints, etcd, waiting, rounds, name, cfg.out_dir, clients))
+    if clients > 1:
+        return {"runs": runs}
+    return {"runs": runs, "reads": await read_cost(cfg, etcd)}
 
 
 async def read_cost(cfg: Config, etcd: Etcd) -> dict[str, Series]:

@@ -1,753 +1,410 @@
-"""BENCHMARKS.md and the PNG plots from the results of one run."""
+"""BENCHMARKS.md from the saved results: tables from the data, prose from the template.
+
+``TABLES`` maps a stage to a function that adds Markdown tables (and lists) to the stage's
+JSON section before rendering, where the template reads them like any figure
+(``{{ handoff.1-member.table }}``). They are not saved: the JSON holds measurements only.
+"""
 
 from __future__ import annotations
 
-import math
+import copy
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from geeh.win import READ_AHEAD_DELAY
+from . import plots
+from .common import RESULTS
+from .render import format_value, render
 
-from . import findings, report_users
-from .common import ETCDCTL, GEEH, RESULTS, Series, ms, ratio
-from .scale import SETTLE as SCALE_SETTLE
-
-COLORS = {ETCDCTL: "#1f77b4", GEEH: "#d62728"}
-
-
-# -- tables ------------------------------------------------------------------------------------
+S = dict[str, Any]  # a Series as saved: label, samples, n, median, p90, p99, max, ...
+ETCDCTL, GEEH = "etcdctl", "gee-h"
+SCALE_GOAL = 1.5  # issue 5: at 1000 waiting, at most this times the 1-waiting figure
+CLUSTERS = ("1-member", "3-member")
 
 
-def comparison(rows: Sequence[tuple[str, Series]], reference: Series | None) -> list[str]:
-    head = "| | trials | median ms | p90 ms | p99 ms | max ms |"
-    rule = "|---|---:|---:|---:|---:|---:|"
-    if reference is not None:
-        head += " median ratio | p99 ratio |"
-        rule += "---:|---:|"
-    out = [head, rule]
-    for label, s in rows:
-        line = (
-            f"| {label} | {s.n}{f' ({s.failures} failed)' if s.failures else ''} | "
-            f"{ms(s.median)} | {ms(s.p90)} | {ms(s.p99)} | {ms(s.max)} |"
-        )
-        if reference is not None:
-            if s is reference:
-                line += " 1 (reference) | 1 |"
-            else:
-                line += f" {ratio(s.median, reference.median)} | {ratio(s.p99, reference.p99)} |"
-        out.append(line)
-    return out
+def _ms(v: float | None) -> str:
+    return format_value(v, "ms")
 
 
-# -- plots -------------------------------------------------------------------------------------
+def _f(v: float | None, spec: str = ".2f") -> str:
+    return format_value(v, spec)
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.2f}"
 
 
-def _box(ax: Any, groups: list[tuple[str, Series]], title: str, unit: float = 1000.0) -> None:
-    data = [[x * unit for x in s.samples] or [math.nan] for _, s in groups]
-    ax.boxplot(data, vert=False, whis=(0, 99), showfliers=False, widths=0.6)
-    for i, values in enumerate(data, start=1):
-        jitter = [i + (k % 7 - 3) * 0.035 for k in range(len(values))]
-        ax.scatter(values, jitter, s=6, alpha=0.45, color="black", zorder=3)
-    ax.set_yticks(range(1, len(groups) + 1), [label for label, _ in groups], fontsize=8)
-    p99s = [s.p99 * unit for _, s in groups if s.n]
-    if p99s:
-        right = max(p99s) * 1.25
-        beyond = sum(1 for values in data for x in values if x > right)
-        ax.set_xlim(0, right)
-        if beyond:
-            title += f"  ({beyond} point{'s' if beyond > 1 else ''} beyond the axis)"
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("ms (box: quartiles, whiskers: min to p99)")
-    ax.grid(axis="x", alpha=0.3)
-
-
-def plot_boxes(path: str, panels: list[tuple[str, list[tuple[str, Series]]]]) -> None:
-    plt = _plt()
-    heights = [1.0 + 0.45 * len(groups) for _, groups in panels]
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(8.5, sum(heights) + 0.4), gridspec_kw={"height_ratios": heights}
-    )
-    if len(panels) == 1:
-        axes = [axes]
-    for ax, (title, groups) in zip(axes, panels, strict=True):
-        _box(ax, groups, title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_crash(path: str, series: dict[int, Series]) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for i, (ttl, s) in enumerate(sorted(series.items())):
-        xs = [ttl + (k % 9 - 4) * 0.04 for k in range(s.n)]
-        ax.scatter(
-            xs,
-            s.samples,
-            s=14,
-            alpha=0.7,
-            label=f"TTL {ttl} s" if i == 0 else None,
-            color="#d62728",
-        )
-        ax.hlines(
-            [ttl, ttl + 0.6],
-            ttl - 0.5,
-            ttl + 0.5,
-            colors=["gray", "green"],
-            linestyles=["dotted", "dashed"],
-        )
-        ax.text(ttl + 0.52, ttl + 0.6, "goal: TTL + 0.6 s", fontsize=7, color="green", va="center")
-    ax.set_xticks(sorted(series), [f"TTL {t} s" for t in sorted(series)])
-    ax.set_xlim(min(series) - 1, max(series) + 1.8)
-    ax.set_ylabel("SIGKILL -> successor leads (s)")
-    ax.set_title("Crash failover (gee-h; dotted: TTL)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_scale(path: str, results: list[Any]) -> None:
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    groups: dict[tuple[str, int], list[Any]] = {}
-    for r in results:
-        groups.setdefault((r.cluster, r.processes), []).append(r)
-    markers = ["o", "s", "^", "D"]
-    for (cluster, processes), rows in groups.items():
-        marker = markers[len(ax1.lines) // 2 % len(markers)]
-        label = f"{cluster.split(',')[0]}, {processes} proc"
-        xs = [r.waiting for r in rows]
-        line = ax1.plot(
-            xs, [r.latency.median * 1000 for r in rows], marker=marker, label=f"median, {label}"
-        )[0]
-        ax1.plot(
-            xs,
-            [r.latency.p90 * 1000 for r in rows],
-            marker=marker,
-            linestyle="dotted",
-            color=line.get_color(),
-            label=f"p90, {label}",
-        )
-        ax2.plot(
-            xs,
-            [statistics.mean(r.unary) if r.unary else math.nan for r in rows],
-            marker=marker,
-            color=line.get_color(),
-            label=f"unary requests, {label}",
-        )
-        ax2.plot(
-            xs,
-            [statistics.mean(r.received) if r.received else math.nan for r in rows],
-            marker=marker,
-            linestyle="dotted",
-            color=line.get_color(),
-            label=f"watch responses, {label}",
-        )
-    for ax in (ax1, ax2):
-        ax.set_xscale("log")
-        ax.set_xlabel("waiting candidates")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-        ax.set_ylim(bottom=0)
-    ax1.set_ylabel("hand-off latency (ms)")
-    ax1.set_title("Hand-off latency vs queue length", fontsize=10)
-    ax2.set_ylabel("per hand-off")
-    ax2.set_title("etcd requests and watch responses per hand-off", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_cost(path: str, roles: list[Any]) -> None:
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    labels = [f"{r.role}: {r.label}" for r in roles]
-    colors = [COLORS[r.impl] for r in roles]
-    ys = range(len(roles))
-    ax1.barh(ys, [r.per_minute for r in roles], color=colors)
-    ax2.barh(ys, [r.cpu_per_minute for r in roles], color=colors)
-    ax1.set_yticks(ys, labels, fontsize=7)
-    ax2.set_yticks(ys, [""] * len(roles))
-    ax1.set_xlabel("etcd requests (messages received) per minute")
-    ax2.set_xlabel("CPU seconds per minute")
-    for ax in (ax1, ax2):
-        ax.invert_yaxis()
-        ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Idle cost (red: gee-h, blue: etcdctl)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# -- the document ------------------------------------------------------------------------------
-
-
-def _img(name: str, alt: str) -> str:
-    return f"![{alt}](benchmarks/results/{name})"
-
-
-def write(path: str, data: dict[str, Any]) -> None:
-    os.makedirs(RESULTS, exist_ok=True)
-    L: list[str] = []
-    cfg = data["config"]
-    L += [
-        "# gee-h benchmarks",
-        "",
-        f"Generated by `python -m benchmarks{' --quick' if cfg.quick else ''}` on "
-        f"{data['date']} ({'quick' if cfg.quick else 'full'} run, {data['elapsed']:.0f} s). "
-        "Everything below was measured in that one run, gee-h side by side with etcd's own Go "
-        f"client (`etcdctl elect`, {data['machine'].get('etcdctl', 'etcdctl')}) on the same "
-        f"etcd ({data['machine'].get('etcd', 'etcd')}), trials interleaved. "
-        "Regenerate with `python -m benchmarks` (`--quick` for fewer trials).",
-        "",
-    ]
-    if data.get("merged"):
-        L[-2] += (
-            " Stages measured again later and merged in (`--merge`): "
-            + "; ".join(data["merged"])
-            + "."
-        )
-    L += headline(data)
-    L += machine(data)
-    L += method(data)
-    L += section_handoff(data)
-    L += section_observers(data)
-    L += report_users.section_concurrent(data)
-    L += section_crash(data)
-    L += section_scale(data)
-    L += section_switch(data)
-    L += section_cost(data)
-    L += report_users.section_fleet(data)
-    L += report_users.section_shards(data)
-    L += section_partition()
-    L += section_profiles(data)
-    L += notes(data)
-    with open(path, "w") as f:
-        f.write("\n".join(L).rstrip() + "\n")
-
-
-def section_partition() -> list[str]:
-    """5d, measured apart (``python -m benchmarks.partition``): its last results, if any."""
-    path = os.path.join(RESULTS, "partition.md")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [*f.read().rstrip().splitlines(), ""]
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.mean(values) if values else None
 
 
 def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def headline(data: dict[str, Any]) -> list[str]:
-    L = [
-        "## Headline figures",
-        "",
-        "| what | gee-h | reference | ratio | goal | |",
-        "|---|---:|---:|---:|---|---|",
+def _by_ttl(series: S) -> list[tuple[int, S]]:
+    return sorted((int(ttl), s) for ttl, s in series.items())
+
+
+def table(head: str, rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table. ``head`` is the header row with ``|``; a column whose header ends
+    with ``>`` (stripped) is right-aligned."""
+    cols = [c.strip() for c in head.split("|")]
+    rule = ["---:" if c.endswith(">") else "---" for c in cols]
+    lines = [[c.rstrip(">") for c in cols], rule, *[[str(c) for c in r] for r in rows]]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def stats(s: S) -> list[str]:
+    """trials, median, p90, p99, max (ms)."""
+    failed = f" ({s['failures']} failed)" if s["failures"] else ""
+    return [f"{s['n']}{failed}", *(_ms(s[k]) for k in ("median", "p90", "p99", "max"))]
+
+
+def comparison(rows: Sequence[tuple[str, S]], ref: S | None) -> str:
+    """Latency rows (ms), with their ratios to the reference row if there is one."""
+    head = " | trials> | median ms> | p90 ms> | p99 ms> | max ms>"
+    if ref is None:
+        return table(head, [[label, *stats(s)] for label, s in rows])
+    ratios = [
+        ["1 (reference)", "1"] if s is ref else [_ratio(s[k], ref[k]) for k in ("median", "p99")]
+        for _, s in rows
     ]
-    for cluster in ("1-member", "3-member"):
-        h = data.get(f"handoff-process-{cluster}")
-        if h:
-            r = h[GEEH].median / h[ETCDCTL].median
-            L.append(
-                f"| graceful hand-off, processes (SIGINT), {cluster} etcd, median | "
-                f"{ms(h[GEEH].median)} ms | {ms(h[ETCDCTL].median)} ms (`etcdctl elect`) | "
-                f"{r:.2f} | <= 1.0 | {_met(r <= 1.0)} |"
-            )
-    for cluster in ("1-member", "3-member"):
-        h = data.get(f"handoff-process-{cluster}")
-        if h and h[GEEH].requests and h[ETCDCTL].requests:
-            ours, theirs = h[GEEH].requests_per_sample, h[ETCDCTL].requests_per_sample
-            L.append(
-                f"| etcd requests per graceful hand-off (1 waiting), {cluster} etcd, etcd's "
-                f"counters | {ours:.2f} | {theirs:.2f} (`etcdctl elect`) | "
-                f"{ratio(ours, theirs)} | (report) | |"
-            )
-    for cluster in ("1-member", "3-member"):
-        h = data.get(f"handoff-inproc-{cluster}")
-        if h:
-            L.append(
-                f"| graceful hand-off, in-process `resign()`, {cluster} etcd, median | "
-                f"{ms(h['resign'].median)} ms | {ms(h['floor'].median)} ms (floor: one "
-                f"commit + one watch event) | {ratio(h['resign'].median, h['floor'].median)} | "
-                "close to 1 | |"
-            )
-    for cluster in ("1-member", "3-member"):
-        o = data.get(f"observers-{cluster}")
-        if o:
-            for kind, label in ((GEEH, "`geeh elect --listen`"), ("in-process", "`observe()`")):
-                r = o[kind].median / o[ETCDCTL].median
-                L.append(
-                    f"| observer notification, {label}, {cluster} etcd, median | "
-                    f"{ms(o[kind].median)} ms | {ms(o[ETCDCTL].median)} ms (`etcdctl elect -l`) "
-                    f"| {r:.2f} | <= 1.0 | {_met(r <= 1.0)} |"
-                )
-    c = data.get("crash")
-    if c:
-        for ttl, s in sorted(c.items()):
-            L.append(
-                f"| crash failover (SIGKILL), TTL {ttl} s, p99 (median {s.median:.2f} s) | "
-                f"{s.p99:.2f} s | n/a (`etcdctl elect`: TTL fixed at 60 s) | | "
-                f"<= TTL + 0.6 s = {ttl + 0.6:.1f} s | {_met(s.p99 <= ttl + 0.6)} |"
-            )
-    sc = data.get("scale")
-    if sc:
-        big = next((r for r in sc["results"] if r.waiting == 1000 and r.processes == 1), None)
-        t = sc.get("traced")
-        if big is not None or t:
-            rss = f"{big.rss_per_candidate / 1024:.1f} KiB RSS" if big is not None else "n/a"
-            heap = f"{t['traced_per_candidate'] / 1024:.1f} KiB Python heap" if t else "n/a"
-            L.append(
-                f"| memory per waiting candidate (1000 in one process) | {rss}; {heap} | "
-                "n/a (`etcdctl elect` is one process per candidate) | | (report) | |"
-            )
-    roles = {(r.role, r.impl, r.ttl): r for r in data.get("cost") or []}
-    for role, ttl in (("leader", 60), ("waiting", 60), ("observer", None)):
-        g, e = roles.get((role, GEEH, ttl)), roles.get((role, ETCDCTL, None))
-        if g and e:
-            L.append(
-                f"| idle {role}{' (TTL 60 s both)' if ttl else ''}: etcd requests per minute "
-                f"/ CPU s per minute | {g.per_minute:.1f} / {g.cpu_per_minute:.3f} | "
-                f"{e.per_minute:.1f} / {e.cpu_per_minute:.3f} (`etcdctl`) | "
-                f"{ratio(g.per_minute, e.per_minute)} / {ratio(g.cpu_per_minute, e.cpu_per_minute)}"
-                " | (report) | |"
-            )
-    L += [
-        "",
-        "Ratios are gee-h / reference; below 1 means gee-h is faster (or cheaper). Idle "
-        "figures at gee-h's default TTL (10 s) and at a short TTL are in section 5.",
-        "",
-    ]
-    L += headline_scale(data)
-    return L
+    body = [[label, *stats(s), *r] for (label, s), r in zip(rows, ratios, strict=True)]
+    return table(head + " | median ratio> | p99 ratio>", body)
 
 
-def requests_by_method(s: Series) -> str:
-    methods = sorted({m for c in s.requests for m in c})
-    parts = [f"{m} {statistics.mean(c.get(m, 0) for c in s.requests):.2f}" for m in methods]
-    return ", ".join(parts) or "none"
+def by_method(s: S) -> str:
+    """etcd's unary requests per sample, by method."""
+    methods = sorted({m for c in s["requests"] for m in c})
+    mean = {m: statistics.mean(c.get(m, 0) for c in s["requests"]) for m in methods}
+    return ", ".join(f"{m} {v:.2f}" for m, v in mean.items()) or "none"
 
 
-def headline_scale(data: dict[str, Any]) -> list[str]:
-    groups = findings.scale_groups(data)
-    if not groups:
-        return []
-    goal = findings.SCALE_GOAL
-    L = [
-        f"Scale (section 4): hand-off latency and etcd requests per hand-off with N waiting "
-        f"candidates, against 1 waiting (2 candidates); goal at 1000: at most {goal} times.",
-        "",
-        "| etcd, processes | waiting | median ms | vs 1 waiting | requests / hand-off "
-        f"| vs 1 waiting | latency goal (<= {goal}) | requests goal (<= {goal}) |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for (cluster, processes), rows in groups.items():
-        one = rows.get(1)
-        if one is None:
-            continue
-        for n, r in sorted(rows.items()):
-            lat = r.latency.median / one.latency.median
-            req = findings.mean(r.unary) / findings.mean(one.unary)
-            last = n == 1000
-            L.append(
-                f"| {cluster}, {processes} proc | {n} | {ms(r.latency.median)} | {lat:.2f} | "
-                f"{findings.mean(r.unary):.2f} | {req:.2f} | "
-                f"{_met(lat <= goal) if last else ''} | {_met(req <= goal) if last else ''} |"
-            )
-    L.append("")
-    return L
+# -- one function per stage: the tables its section gets ------------------------------------
 
 
-def machine(data: dict[str, Any]) -> list[str]:
-    L = ["## Machine", "", "| | |", "|---|---|"]
-    for k, v in data["machine"].items():
-        L.append(f"| {k} | {v} |")
-    L.append(f"| load average at end | {data.get('load_end', 'n/a')} |")
-    L += [
-        "",
-        "etcd runs on loopback with its data directory in a temporary directory (WAL fsync on "
-        "the same disk), heartbeat 100 ms, election timeout 1 s (LocalEtcdCluster defaults). "
-        "The machine is shared: other engineers' test runs may have used the same two cores "
-        "during the run; interleaving spreads that noise evenly over gee-h and the reference, "
-        "but the tails (p99) carry it.",
-        "",
-    ]
-    return L
+def _handoff(section: S) -> None:
+    for c in section.values():
+        rows = [("`etcdctl elect` (reference)", c[ETCDCTL]), ("`geeh elect`", c[GEEH])]
+        c["table"] = comparison(rows, c[ETCDCTL])
+        for impl in (ETCDCTL, GEEH):
+            c[impl]["by_method"] = by_method(c[impl])
 
 
-def method(data: dict[str, Any]) -> list[str]:
-    return [
-        "## Method",
-        "",
-        "- **Clock**: `time.monotonic()` (CLOCK_MONOTONIC, system-wide). A child's stdout is "
-        "read by a thread of the driver that stamps each line the moment it is read, so the "
-        "stamp does not wait for the event loop; the scale workers stamp their own events.",
-        "- **Interleaving**: reference and gee-h trials alternate one by one (A B, then B A "
-        "for the next pair; with three or four kinds, a rotation), on the same etcd, in the "
-        "same minutes; per-kind elections keep the idle processes of the other kind out of "
-        "the way. No trial overlaps another, except in the crash benchmark (see there).",
-        "- **Statistics**: median, p90, p99 by linear interpolation between closest ranks; "
-        "with fewer than 100 trials p99 is close to the maximum, so read it as the tail.",
-        "- **Processes**: `geeh elect` is run as `" + data["machine"]["gee-h CLI used"] + "`; "
-        "the successor is always the same kind of process as the leader. Before each trial "
-        "the successor's key must exist in etcd, then the driver waits a settle time (0.4 s "
-        "for processes, 50 ms in-process) so its watch is in place.",
-        "- **etcd requests**: in the scale workers, `Transport.request_count` (unary attempts "
-        "and streams opened) plus the watch create/cancel messages counted by wrapping "
-        "`WatchHub.watch/_remove` in the worker process (the library is not changed); for "
-        "the process hand-off, etcd's own `grpc_server_msg_received_total` counters of unary "
-        "methods, summed over the members, for etcdctl alike; for the idle cost, the same "
-        "counters, one etcd per measured process, which also count keepalives and watch "
-        "progress requests.",
-        "- Benchmarks are not tests: nothing here asserts on timing.",
-        "",
-    ]
+INPROC = [
+    ("floor", "floor: Delete + watch event (gee-h transport)"),
+    ("floor-go", "floor: Delete + `etcdctl watch` prints"),
+    ("resign", "gee-h `resign()` -> `campaign` returns"),
+]
+OBSERVERS = [
+    (ETCDCTL, "`etcdctl elect -l` (reference)"),
+    (GEEH, "`geeh elect --listen`"),
+    ("in-process", "gee-h `observe()` in-process"),
+    ("floor", "floor: Delete + raw gee-h watch event"),
+]
 
 
-def section_handoff(data: dict[str, Any]) -> list[str]:
-    L = ["## 1. Graceful hand-off", ""]
-    L += [
-        "**(a) Processes.** One leader process and one waiting successor process of the "
-        "same kind; the leader gets SIGINT; the time until the successor prints its key "
-        "line. `etcdctl elect` resigns with one guarded delete (a Txn); `geeh elect` with "
-        "one LeaseRevoke of its campaign's own lease, which deletes the key in the same "
-        "commit. The successor sees the DELETE on its watch; Go's campaign then reads the "
-        "queue again and `etcdctl` reads its own key before printing, while gee-h's "
-        "successor, second in line, needs no read.",
-        "",
-    ]
-    panels = []
-    for cluster in ("1-member", "3-member"):
-        h = data.get(f"handoff-process-{cluster}")
-        if not h:
-            continue
-        L += [f"{cluster} etcd:", ""]
-        rows = [("`etcdctl elect` (reference)", h[ETCDCTL]), ("`geeh elect`", h[GEEH])]
-        L += [*comparison(rows, h[ETCDCTL]), ""]
-        if h[GEEH].requests and h[ETCDCTL].requests:
-            L += [
-                "Unary requests etcd received per hand-off (its own counters, all members, "
-                "from the SIGINT until the old leader has exited and the successor printed): "
-                f"`etcdctl elect` {h[ETCDCTL].requests_per_sample:.2f} "
-                f"({requests_by_method(h[ETCDCTL])}); `geeh elect` "
-                f"{h[GEEH].requests_per_sample:.2f} ({requests_by_method(h[GEEH])}).",
-                "",
-            ]
-        panels.append((f"Hand-off, processes, {cluster} etcd", rows))
-    L += [
-        "**(b) In-process.** Two Clients in one event loop: `await leadership.resign()` until "
-        "the waiting candidate's `await election.campaign(...)` returns; the floor is one "
-        "Delete commit plus one watch event delivered (gee-h's transport and watch stream; "
-        "and `etcdctl watch` printing the DELETE, the Go floor).",
-        "",
-    ]
-    for cluster in ("1-member", "3-member"):
-        h = data.get(f"handoff-inproc-{cluster}")
-        if not h:
-            continue
-        L += [f"{cluster} etcd:", ""]
-        rows = [
-            ("floor: Delete + watch event (gee-h transport)", h["floor"]),
-            ("floor: Delete + `etcdctl watch` prints", h["floor-go"]),
-            ("gee-h `resign()` -> `campaign` returns", h["resign"]),
-        ]
-        L += [*comparison(rows, h["floor"]), ""]
-        panels.append((f"Hand-off, in-process, {cluster} etcd", rows))
-    if panels:
-        plot_boxes(os.path.join(RESULTS, "handoff.png"), panels)
-        L += [_img("handoff.png", "hand-off latency"), ""]
-    return L
+def _inproc(section: S) -> None:
+    for c in section.values():
+        c["table"] = comparison([(label, c[k]) for k, label in INPROC], c["floor"])
 
 
-def section_observers(data: dict[str, Any]) -> list[str]:
-    L = [
-        "## 2. Observer notification",
-        "",
-        "The driver deletes the leader key of an election (the next-oldest key becomes the "
-        "leader); time until the observer reports the new leader. Each kind watches an "
-        "election of its own, and trials rotate over the kinds, so one observer wakes per "
-        "trial. `etcdctl elect -l` reads the new leader after the delete event (one Range); "
-        "gee-h's observer keeps the candidates in create order and needs no read.",
-        "",
-    ]
-    panels = []
-    for cluster in ("1-member", "3-member"):
-        o = data.get(f"observers-{cluster}")
-        if not o:
-            continue
-        L += [f"{cluster} etcd:", ""]
-        rows = [
-            ("`etcdctl elect -l` (reference)", o[ETCDCTL]),
-            ("`geeh elect --listen`", o[GEEH]),
-            ("gee-h `observe()` in-process", o["in-process"]),
-            ("floor: Delete + raw gee-h watch event", o["floor"]),
-        ]
-        L += [*comparison(rows, o[ETCDCTL]), ""]
-        panels.append((f"Observer notification, {cluster} etcd", rows))
-    if panels:
-        plot_boxes(os.path.join(RESULTS, "observers.png"), panels)
-        L += [_img("observers.png", "observer notification latency"), ""]
-    return L
+def _observers(section: S) -> None:
+    for c in section.values():
+        c["table"] = comparison([(label, c[k]) for k, label in OBSERVERS], c[ETCDCTL])
 
 
-def section_crash(data: dict[str, Any]) -> list[str]:
-    c = data.get("crash")
-    if not c:
-        return []
-    L = [
-        "## 3. Crash failover (gee-h only)",
-        "",
-        "The leader process (`geeh elect --ttl T`) is SIGKILLed while a successor process "
-        "waits; time until the successor prints its key line. `etcdctl elect` has no TTL "
-        "option (its session TTL is fixed at 60 s), so there is no reference figure. etcd "
-        "expires the dead lease TTL after its last keepalive (sent every TTL/3), checked "
-        "every 500 ms: expect between TTL - TTL/3 and TTL + 0.5 s plus the hand-off. The TTL 2 s "
-        "and TTL 5 s chains ran at the same time on two elections (their trials overlap; "
-        "each is almost entirely idle waiting for the expiry), single-member etcd.",
-        "",
-        "| TTL | trials | median s | p90 s | p99 s | max s | p99 - TTL s "
-        "| goal p99 <= TTL + 0.6 s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for ttl, s in sorted(c.items()):
-        met = "met" if s.p99 <= ttl + 0.6 else "not met"
-        L.append(
-            f"| {ttl} s | {s.n}{f' ({s.failures} failed)' if s.failures else ''} | "
-            f"{s.median:.3f} | {s.p90:.3f} | {s.p99:.3f} | {s.max:.3f} | {s.p99 - ttl:+.3f} | "
-            f"{met} |"
-        )
-    plot_crash(os.path.join(RESULTS, "crash.png"), c)
-    L += ["", _img("crash.png", "crash failover"), ""]
-    return L
+def _concurrent(section: S) -> None:
+    c = section["1-member"]
+    rows = []
+    for mode, label in (("concurrent", "side by side"), ("sequential", "one at a time")):
+        g, e = c["series"][f"{mode}-{GEEH}"], c["series"][f"{mode}-{ETCDCTL}"]
+        c[mode] = {"ratio": g["median"] / e["median"], "p90_ratio": g["p90"] / e["p90"]}
+        ms = [_ms(s[k]) for s in (g, e) for k in ("median", "p90", "p99")]
+        rows.append([label, g["n"], *ms, f"{c[mode]['ratio']:.2f}", f"{c[mode]['p90_ratio']:.2f}"])
+    c["table"] = table(
+        "case | trials> | gee-h median ms> | p90> | p99> | `etcdctl elect -l` median ms> | p90> "
+        "| p99> | median ratio> | p90 ratio>",
+        rows,
+    )
+    p = c.get("profile")
+    if p:
+        p["busy_samples"] = int(p["samples"][0][1])
+        own, inc = p["self"], p["inclusive"]
+
+        def cells(xs: list[Any], i: int) -> list[str]:
+            return [f"`{xs[i][0]}`", f"{xs[i][1]:.0%}"] if i < len(xs) else ["", ""]
+
+        rows = [cells(own, i) + cells(inc, i) for i in range(max(len(own), len(inc)))]
+        p["table"] = table("self | share> | inclusive | share>", rows)
 
 
-def section_scale(data: dict[str, Any]) -> list[str]:
-    sc = data.get("scale")
-    if not sc:
-        return []
-    L = [
-        "## 4. Scale: waiting candidates",
-        "",
-        "N waiting candidates plus the leader in one election, each candidate with its own "
-        "session (TTL 60 s), in one worker process or round-robin over four. Each hand-off: "
-        "the leader resigns, the next candidate wins, one candidate joins at the tail (queue "
-        "length stays N). Requests per hand-off: counter deltas over all workers from just "
-        f"before the resign to {SCALE_SETTLE:g} s after the win (the resign's LeaseRevoke; "
-        "the read-ahead of the new second in line, which reads "
-        f"{READ_AHEAD_DELAY * 1000:.0f} ms after the deletion to learn that the new leader is "
-        "the only key ahead of it; watch creates and cancels); the tail refill is not "
-        "counted. Watch responses: WatchResponse messages all workers received in that window "
-        "(each wakes a watcher). On the 3-member cluster each worker starts on a different "
-        "member, so leases (and candidate keys, which are lease IDs in hex) carry different "
-        "member prefixes, and the candidates join one at a time, round-robin over the "
-        "workers, as replicas spread over a cluster and started one after another would: "
-        "nearly every candidate's neighbour in the line is then far from it in key order.",
-        "",
-        "| etcd | waiting | processes | hand-offs | median ms | p90 ms | p99 ms "
-        "| vs 1 waiting (median) | unary requests / hand-off | watch create+cancel / hand-off "
-        "| watch responses / hand-off | RSS per waiting candidate | join time for N |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    results = list(sc["results"]) + list(data.get("scale-3-member") or [])
-    base = {(r.cluster, r.processes): r for r in results if r.waiting == 1}
-    paths: dict[str, Any] = {}
+def _crash(section: S) -> None:
+    rows = []
+    for t, s in _by_ttl(section["1-member"]):
+        rows.append([f"{t} s", s["n"], *(_f(s[k], ".3f") for k in ("median", "p90", "p99", "max"))])
+        rows[-1] += [f"{s['p99'] - t:+.3f}", _met(s["p99"] <= t + 0.6)]
+    head = "TTL> | trials> | median s> | p90 s> | p99 s> | max s> | p99 - TTL s> "
+    head += "| goal: p99 <= TTL + 0.6 s"
+    section["1-member"]["table"] = table(head, rows)
+
+
+def scale_rows(section: S) -> list[S]:
+    return [r for c in CLUSTERS for r in section.get(c, {}).get("results", [])]
+
+
+def _scale(section: S) -> None:
+    results = scale_rows(section)
+    base = {(r["cluster"], r["processes"]): r for r in results if r["waiting"] == 1}
+    rows, goals = [], []
+    paths: dict[int, dict[str, list[float]]] = {}
     for r in results:
-        b = base.get((r.cluster, r.processes))
-        rss = (
-            f"{r.rss_per_candidate / 1024:.1f} KiB"
-            if r.rss_per_candidate == r.rss_per_candidate
-            else "-"
-        )
-        L.append(
-            f"| {r.cluster} | {r.waiting} | {r.processes} | {r.latency.n} | "
-            f"{ms(r.latency.median)} | {ms(r.latency.p90)} | {ms(r.latency.p99)} | "
-            f"{ratio(r.latency.median, b.latency.median) if b else 'n/a'} | "
-            f"{_mean(r.unary)} (max {max(r.unary, default=0):.0f}) | {_mean(r.watch_msgs)} | "
-            f"{_mean(r.received)} | {rss} | {r.setup_seconds:.2f} s |"
-        )
-        for path, n in r.paths.items():
-            paths.setdefault(f"{r.waiting} waiting", {}).setdefault(path, []).append(
-                n / max(1, r.latency.n)
-            )
-    L += ["", "Unary requests per hand-off by method (mean over the runs above):", ""]
-    for label, by_path in paths.items():
-        parts = ", ".join(
-            f"{p.rsplit('/', 1)[-1]} {statistics.mean(v):.2f}" for p, v in sorted(by_path.items())
-        )
-        L.append(f"- {label}: {parts}")
-    t = sc.get("traced")
-    if t:
-        L += [
-            "",
-            f"Python heap per waiting candidate (tracemalloc, {t['candidates']} candidates "
-            f"joined in one process after the leader): {t['traced_per_candidate'] / 1024:.1f} "
-            "KiB. RSS growth includes gRPC's C-core allocations and the allocator's slack; "
-            "at N=1 it is one page-granular sample, not a per-candidate figure.",
-        ]
-    plot_scale(os.path.join(RESULTS, "scale.png"), results)
-    L += ["", _img("scale.png", "scale"), ""]
-    return L
-
-
-def section_switch(data: dict[str, Any]) -> list[str]:
-    sw = data.get("switch")
-    if not sw:
-        return []
-    L = [
-        "### 4b. A member switch with many waiting candidates",
-        "",
-        "3-member etcd. The driver reports the client's pinned member failed "
-        "(`Transport.fail`, what the transport does itself after a timeout), then the leader "
-        "resigns at once: time until the successor's campaign returns, i.e. until the "
-        "client's watches are re-established on the next member and the Delete reaches the "
-        "successor. 10 or 1000 waiting candidates on one client (one client per queue "
-        "length), interleaved with plain hand-offs.",
-        "",
-    ]
-    rows = list(sw["latency"].items())
-    L += [*comparison(rows, None), ""]
-    for n, counts in sorted(sw.get("created before the win", {}).items()):
-        total = sw.get("created", {}).get(n, [])
-        if counts and total:
-            L.append(
-                f"- {n} waiting, after a switch: the successor won once etcd had confirmed "
-                f"{statistics.mean(counts):.0f} of the {statistics.mean(total):.0f} watches "
-                "the client re-created (means over the switches; the client's "
-                "`WatchResponse.created` confirmations, time-stamped as they arrived)."
-            )
-    L.append("")
-    return L
-
-
-def _mean(values: Sequence[float]) -> str:
-    return f"{statistics.mean(values):.2f}" if values else "n/a"
-
-
-def section_cost(data: dict[str, Any]) -> list[str]:
-    roles = data.get("cost")
-    if not roles:
-        return []
-    L = [
-        "## 5. Cost of leading, waiting and observing (idle)",
-        "",
-        f"Each process alone on its own single-member etcd, all sampled over the same "
-        f"{roles[0].seconds:.0f} s after a 2 s settle. Requests are messages etcd received "
-        "from it (unary calls, keepalives, watch requests), per minute; CPU is user + system "
-        "seconds per minute of the process (for gee-h, the whole Python process including "
-        "gRPC's threads). A waiting candidate and an observer wait behind a lease-less "
-        "leader key the driver put, so their etcd's counters show only their own traffic.",
-        "",
-        "| role | process | requests / min | of which | CPU s / min | RSS MiB |",
-        "|---|---|---:|---|---:|---:|",
-    ]
-    for r in roles:
-        detail = (
-            ", ".join(f"{k} {v * 60 / r.seconds:.1f}" for k, v in sorted(r.messages.items())) or "-"
-        )
-        L.append(
-            f"| {r.role} | {r.label} | {r.per_minute:.1f} | {detail} | {r.cpu_per_minute:.3f} | "
-            f"{r.rss / 2**20:.1f} |"
-        )
-    plot_cost(os.path.join(RESULTS, "cost.png"), roles)
-    L += ["", _img("cost.png", "idle cost"), ""]
-    return L
-
-
-def all_profiles(data: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(data.get("profiles") or []) + list(data.get("profiles-3-member") or [])
-
-
-def profile_label(p: dict[str, Any]) -> str:
-    clients = p.get("clients", 1)
-    where = f"{p.get('members', 1)}-member etcd"
-    if clients > 1:
-        where += f", {clients} Clients (one pinned to each member)"
-    else:
-        where += ", one Client"
-    return f"{p['waiting']} waiting, {where}"
-
-
-def section_profiles(data: dict[str, Any]) -> list[str]:
-    from .profiling import SHARES
-
-    profiles = all_profiles(data)
-    L = ["## 6. Profiles", ""]
-    if profiles:
-        L += [
-            "pyinstrument, sampling every 100 us, only inside hand-off windows (from "
-            "`resign()` until the successor's `campaign` returns), all candidates in the "
-            "driver process. Full trees: "
-            + ", ".join(f"[{p['file']}](benchmarks/results/{p['file']})" for p in profiles)
-            + ". Shares: the part of the sampled windows spent under the outermost frame of "
-            + "; ".join(f"{group}: `{'`, `'.join(names)}`" for group, names in SHARES.items())
-            + " (the rest: the event loop, gRPC's reader and writer, the campaigns' return).",
-            "",
-            "| profile | hand-offs | median ms | p90 ms | "
-            + " | ".join(f"{g} share" for g in SHARES)
-            + " |",
-            "|---|---:|---:|---:|" + "---:|" * len(SHARES),
-        ]
-        for p in profiles:
-            s = p["latency"]
-            shares = p.get("shares") or {}
-            total = shares.get("total") or float("nan")
-            cells = " | ".join(f"{shares.get(g, float('nan')) / total:.0%}" for g in SHARES)
-            L.append(f"| {profile_label(p)} | {s.n} | {ms(s.median)} | {ms(s.p90)} | {cells} |")
-        L.append("")
-        for p in profiles:
-            lines = p["text"].splitlines()
-            start = next((i for i, x in enumerate(lines) if x.startswith("Profile at")), 0)
-            tree = [x for x in lines[start + 1 :] if x.strip()][:40]
-            L += [
-                f"{profile_label(p)} (seconds summed over {p['latency'].n} hand-offs; "
-                "sampling slows the code, so read shares, not absolute times):",
-                "",
-                "```",
-                *tree,
-                "```",
-                "",
+        b, lat = base[(r["cluster"], r["processes"])], r["latency"]
+        lat_x = lat["median"] / b["latency"]["median"]
+        req, req_x = _mean(r["unary"]), _ratio(_mean(r["unary"]), _mean(b["unary"]))
+        rss = r["rss_per_candidate"]
+        row = [r["cluster"], r["waiting"], r["processes"], *stats(lat)[:4], f"{lat_x:.2f}"]
+        row += [f"{_f(req)} (max {max(r['unary'], default=0):.0f})", _f(_mean(r["watch_msgs"]))]
+        row += [_f(_mean(r["received"])), "-" if rss is None else f"{rss / 1024:.1f} KiB"]
+        rows.append([*row, f"{r['setup_seconds']:.2f} s"])
+        verdicts = ["", ""]
+        if r["waiting"] == 1000:
+            verdicts = [
+                _met(lat_x <= SCALE_GOAL),
+                _met(req_x != "n/a" and float(req_x) <= SCALE_GOAL),
             ]
-    L += section_reads(data)
-    L += data.get("findings", [])
-    L.append("")
-    return L
+        where = f"{r['cluster']}, {r['processes']} proc"
+        goals.append([where, r["waiting"], _ms(lat["median"]), f"{lat_x:.2f}", _f(req), req_x])
+        goals[-1] += verdicts
+        for path, n in r["paths"].items():
+            by = paths.setdefault(r["waiting"], {}).setdefault(path.rsplit("/", 1)[-1], [])
+            by.append(n / max(1, lat["n"]))
+    section["table"] = table(
+        "etcd | waiting> | processes> | hand-offs> | median ms> | p90 ms> | p99 ms> "
+        "| vs 1 waiting (median)> | unary requests / hand-off> | watch create+cancel / hand-off> "
+        "| watch responses / hand-off> | RSS per waiting candidate> | join time for N>",
+        rows,
+    )
+    section["goals"] = table(
+        "etcd, processes | waiting> | median ms> | vs 1 waiting> | requests / hand-off> "
+        f"| vs 1 waiting> | latency goal (<= {SCALE_GOAL}) | requests goal (<= {SCALE_GOAL})",
+        goals,
+    )
+    section["methods"] = "\n".join(
+        f"- {n} waiting: "
+        + ", ".join(f"{m} {statistics.mean(v):.2f}" for m, v in sorted(by.items()))
+        for n, by in sorted(paths.items())
+    )
 
 
-def section_reads(data: dict[str, Any]) -> list[str]:
-    reads = data.get("reads")
-    if not reads:
-        return []
-    point = reads.get("point read of one key")
-    rows = list(reads.items())
-    return [
-        "### 6b. The wait read on etcd's side",
-        "",
-        "Round trip of the Range a waiting campaign sends (`Campaign._wait`: keys created up "
-        "to a revision, newest first by create revision, limit 3, keys only) with 10, 100 and "
-        "1000 keys under the prefix, against a point read of one key, from the driver's "
-        "Client, in rotation, 1-member etcd.",
-        "",
-        *comparison(rows, point),
-        "",
+def _switch(section: S) -> None:
+    c = section["3-member"]
+    c["table"] = comparison(list(c["latency"].items()), None)
+    created = c["created"]
+    c["confirmed"] = "\n".join(
+        f"- {n} waiting: {statistics.mean(won):.0f} of {statistics.mean(created[n]):.0f}"
+        for n, won in sorted(c["created before the win"].items(), key=lambda kv: int(kv[0]))
+        if won and created.get(n)
+    )
+
+
+SHARES = ("resign", "watch events", "wait read", "idle in epoll")
+
+
+def _profile(section: S) -> None:
+    rows, files = [], []
+    for p in [p for c in CLUSTERS for p in section.get(c, {}).get("runs", [])]:
+        clients = p["clients"]
+        pool = f"{clients} Clients, one pinned to each member" if clients > 1 else "one Client"
+        total = p["shares"].get("total") or None
+        shares = [_f(total and p["shares"][g] / total, ".0%") for g in SHARES]
+        label = f"{p['waiting']} waiting, {p['members']}-member etcd, {pool}"
+        rows.append([label, *stats(p["latency"])[:3], *shares])
+        files.append(f"[{p['file']}](benchmarks/results/{p['file']})")
+    head = "profile | hand-offs> | median ms> | p90 ms> | " + " | ".join(
+        f"{g} share>" for g in SHARES
+    )
+    section["table"] = table(head, rows)
+    section["files"] = ", ".join(files)
+    reads = section.get("1-member", {}).get("reads")
+    if reads:
+        ref = reads["point read of one key"]
+        section["1-member"]["reads_table"] = comparison(list(reads.items()), ref)
+
+
+def _per_minute(counts: S, seconds: float, per: int = 1) -> str:
+    return ", ".join(f"{k} {v * 60 / seconds / per:.1f}" for k, v in sorted(counts.items())) or "-"
+
+
+def _cost(section: S) -> None:
+    rows = []
+    for r in section.values():
+        row = [r["role"], r["label"], f"{r['per_minute']:.1f}"]
+        row += [_per_minute(r["messages"], r["seconds"]), f"{r['cpu_per_minute']:.3f}"]
+        rows.append([*row, f"{r['rss'] / 2**20:.1f}"])
+    head = "role | process | requests / min> | of which | CPU s / min> | RSS MiB>"
+    section["table"] = table(head, rows)
+
+
+def _fleet(section: S) -> None:
+    rows = []
+    for f in section.values():
+        row = [f["n"], "`geeh observe`" if f["impl"] == GEEH else "`etcdctl elect -l`"]
+        row += [f"{f['per_second']:.2f}", _per_minute(f["messages"], f["seconds"], f["n"])]
+        rows.append([*row, f"{f['cpu_share']:.2%}", f"{f['start_seconds']:.1f}"])
+    head = "N> | observer | messages / s> | of which (per minute, per observer) "
+    section["table"] = table(head + "| etcd CPU, share of a core> | start-up s>", rows)
+
+
+def _shards(section: S) -> None:
+    rows = []
+    for s in section.values():
+        minute = 60 / s["seconds"]
+        counts = [s["received"], s["sent"], s["received"]]
+        keys = ["Watch.Watch", "Watch.Watch", "Lease.LeaseKeepAlive"]
+        per = [f"{c.get(k, 0.0) * minute:.1f}" for c, k in zip(counts, keys, strict=True)]
+        kib = [f"{s['rss_per_election_kib']:.1f}", f"{s['held_per_election_kib']:.1f}"]
+        rows.append([s["n"], f"{s['win_seconds']:.2f}", *per, *kib])
+    head = "elections> | win all, s> | Watch received / min> | Watch sent / min> "
+    head += "| LeaseKeepAlive received / min> | RSS per election KiB> | held per election KiB>"
+    section["table"] = table(head, rows)
+
+
+def _imports(section: S) -> None:
+    rows = [
+        [c["case"], f"{c['seconds'] * 1000:.0f}", c["modules"], "yes" if c["grpc"] else "no"]
+        for c in section["cases"]
     ]
+    section["table"] = table("case | import time, ms> | modules loaded> | gRPC loaded", rows)
 
 
-def notes(data: dict[str, Any]) -> list[str]:
-    L = ["## Notes", ""]
-    for err in data.get("errors", []):
-        L.append(f"- A benchmark stage failed in this run: {err}")
-    L += data.get("notes", [])
-    return L
+TABLES: dict[str, Callable[[S], None]] = {
+    "imports": _imports,
+    "handoff": _handoff,
+    "inproc": _inproc,
+    "observers": _observers,
+    "concurrent": _concurrent,
+    "crash": _crash,
+    "scale": _scale,
+    "switch": _switch,
+    "profile": _profile,
+    "cost": _cost,
+    "fleet": _fleet,
+    "shards": _shards,
+}
+
+
+# -- across stages -------------------------------------------------------------------------
+
+
+def _vs(what: str, ours: S, ref: S, ref_label: str, goal: bool = True) -> list[str]:
+    r = ours["median"] / ref["median"]
+    verdict = ["<= 1.0", _met(r <= 1.0)] if goal else ["close to 1", ""]
+    cells = [f"{_ms(ours['median'])} ms", f"{_ms(ref['median'])} ms ({ref_label})"]
+    return [what, *cells, f"{r:.2f}", *verdict]
+
+
+def headline(data: S) -> str:
+    """gee-h against its reference, with the goal where there is one."""
+    rows = []
+    for c in CLUSTERS:
+        h = data.get("handoff", {}).get(c)
+        if h:
+            what = f"graceful hand-off, processes (SIGINT), {c} etcd, median"
+            rows.append(_vs(what, h[GEEH], h[ETCDCTL], "`etcdctl elect`"))
+            g, e = h[GEEH]["requests_per_sample"], h[ETCDCTL]["requests_per_sample"]
+            what = f"etcd requests per graceful hand-off (1 waiting), {c} etcd"
+            rows.append([what, _f(g), f"{_f(e)} (`etcdctl elect`)", _ratio(g, e), "(report)", ""])
+    for c in CLUSTERS:
+        i = data.get("inproc", {}).get(c)
+        if i:
+            what = f"graceful hand-off, in-process `resign()`, {c} etcd, median"
+            rows.append(_vs(what, i["resign"], i["floor"], "floor: commit + watch event", False))
+    for c in CLUSTERS:
+        o = data.get("observers", {}).get(c, {})
+        for kind, label in ((GEEH, "`geeh elect --listen`"), ("in-process", "`observe()`")):
+            if o:
+                what = f"observer notification, {label}, {c} etcd, median"
+                rows.append(_vs(what, o[kind], o[ETCDCTL], "`etcdctl elect -l`"))
+    for t, s in _by_ttl(data.get("crash", {}).get("1-member", {})):
+        what = f"crash failover (SIGKILL), TTL {t} s, p99 (median {s['median']:.2f} s)"
+        ref = "n/a (`etcdctl elect`: TTL fixed at 60 s)"
+        goal = f"<= TTL + 0.6 s = {t + 0.6:.1f} s"
+        rows.append([what, f"{s['p99']:.2f} s", ref, "", goal, _met(s["p99"] <= t + 0.6)])
+    scale = data.get("scale", {}).get("1-member", {})
+    for r in scale.get("results", []):
+        if r["waiting"] == 1000 and r["processes"] == 1:
+            heap = scale.get("traced", {}).get("traced_per_candidate")
+            mem = f"{r['rss_per_candidate'] / 1024:.1f} KiB RSS; "
+            mem += f"{_f(heap and heap / 1024, '.1f')} KiB Python heap"
+            what = "memory per waiting candidate (1000 in one process)"
+            rows.append([what, mem, "n/a (`etcdctl elect`: a process each)", "", "(report)", ""])
+    cost = data.get("cost", {})
+    for role, ttl in (("leader", "ttl60"), ("waiting", "ttl60"), ("observer", "ttldefault")):
+        g, e = cost.get(f"{role}-{GEEH}-{ttl}"), cost.get(f"{role}-{ETCDCTL}-ttldefault")
+        if g and e:
+            what = f"idle {role}{' (TTL 60 s both)' if ttl == 'ttl60' else ''}: "
+            what += "etcd requests / CPU s, per minute"
+            pair = [f"{x['per_minute']:.1f} / {x['cpu_per_minute']:.3f}" for x in (g, e)]
+            ratios = [_ratio(g[k], e[k]) for k in ("per_minute", "cpu_per_minute")]
+            rows.append(
+                [what, pair[0], f"{pair[1]} (`etcdctl`)", " / ".join(ratios), "(report)", ""]
+            )
+    return table("what | gee-h> | reference> | ratio> | goal | ", rows)
+
+
+def values(data: S) -> S:
+    """The results plus the tables and run facts the template reads."""
+    v = copy.deepcopy(data)
+    for name, derive in TABLES.items():
+        if v.get(name):
+            derive(v[name])
+    meta = v["meta"]
+    meta["command"] = "python -m benchmarks" + (" --quick" if meta["quick"] else "")
+    meta["kind"] = "full run"
+    if meta["quick"]:
+        meta["kind"] = "**quick run**: fewer trials, figures for a check, not for quoting"
+    meta["elapsed_s"] = f"{meta['elapsed']:.0f}"
+    machine = [*meta["machine"].items(), ("load average at end", meta.get("load_end", "n/a"))]
+    meta["machine_table"] = table(" | ", machine)
+    notes = [
+        f"- Stages measured again later and merged in (`--merge`): {m}." for m in meta["merged"]
+    ]
+    notes += [f"- A stage failed in this run: {e}" for e in meta["errors"].values()]
+    missing = [name for name in TABLES if name not in data]
+    if missing:
+        notes.append(f"- Not measured in this run: {', '.join(missing)}.")
+    meta["notes"] = "\n".join(notes) or "- Every stage ran in this run, and none failed."
+    v["headline"] = {"table": headline(data)}
+    return v
+
+
+# Benchmarks run on their own (``python -m benchmarks.beat``, ``python -m benchmarks.partition``)
+# keep their results and their section beside results.json; the report ends with those
+# sections, between markers that ``benchmarks.beat --into`` rewrites in place.
+APART = ("beat", "partition")
+
+
+def apart(results_dir: str) -> str:
+    """The sections of the benchmarks run on their own, as they last wrote them."""
+    sections = []
+    for name in APART:
+        path = os.path.join(results_dir, f"{name}.md")
+        if os.path.exists(path):
+            with open(path) as f:
+                body = f.read().rstrip()
+            sections.append(f"<!-- {name}: start -->\n{body}\n<!-- {name}: end -->")
+    return "\n\n".join(sections)
+
+
+def write(data: S, template_path: str, out: str, plot_dir: str | None) -> None:
+    """Render the report to ``out``; with ``plot_dir``, (re)draw the plots there too."""
+    with open(template_path) as f:
+        text = render(f.read(), values(data))
+    text = text.rstrip() + "\n\n" + apart(RESULTS)
+    if plot_dir is not None:
+        plots.draw(data, plot_dir)
+    with open(out, "w") as f:
+        f.write(text.rstrip() + "\n")

@@ -1,16 +1,24 @@
-"""The benchmark driver: starts etcd, runs every benchmark, writes BENCHMARKS.md."""
+"""The runner: starts etcd, runs the stages, saves their results as JSON, writes the report.
+
+A stage is one entry of ``STAGES``: an async function that measures and returns its results
+(Series, dataclasses, dicts and lists: ``common.jsonable`` turns them into JSON). A stage with
+``clusters`` runs once on each size of etcd cluster the runner starts, as
+``run(cfg, endpoints, etcd)``, and its JSON section is keyed ``"1-member"``, ``"3-member"``;
+one without starts what it needs itself, as ``run(cfg)``, and its section is what it returned.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
+import json
 import os
-import pickle
-import tempfile
+import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import geeh
@@ -20,9 +28,9 @@ from . import (
     concurrent,
     cost,
     crash,
-    findings,
     fleet,
     handoff,
+    imports,
     observers,
     profiling,
     report,
@@ -30,189 +38,157 @@ from . import (
     shards,
     switch,
 )
-from .common import REPO, Config, Etcd, geeh_cli, kill_all, machine
-
-# The measurements of the last run, for --report-only (outside the repository).
-DATA = os.path.join(tempfile.gettempdir(), "geeh-benchmarks-last-run.pickle")
-
-STAGES = [
-    "handoff",
-    "inproc",
-    "observers",
-    "crash",
-    "scale",
-    "switch",
-    "profile",
-    "cost",
-    "concurrent",
-    "fleet",
-    "shards",
-]
+from .common import REPO, RESULTS, Config, Etcd, jsonable, kill_all, machine
+from .render import TemplateError
 
 
-async def _stage(data: dict[str, Any], key: str, label: str, coro: Any) -> None:
+@dataclass(frozen=True)
+class Stage:
+    run: Callable[..., Awaitable[Any]]
+    clusters: tuple[int, ...] = ()  # () = the stage starts its own etcd
+
+
+STAGES: dict[str, Stage] = {
+    "handoff": Stage(handoff.process_level, (1, 3)),
+    "inproc": Stage(handoff.in_process, (1, 3)),
+    "observers": Stage(observers.run, (1, 3)),
+    "concurrent": Stage(concurrent.run, (1,)),
+    "crash": Stage(crash.run, (1,)),
+    "scale": Stage(scale.run, (1, 3)),
+    "switch": Stage(switch.run, (3,)),
+    "profile": Stage(profiling.run, (1, 3)),
+    "cost": Stage(cost.run),
+    "fleet": Stage(fleet.run),
+    "shards": Stage(shards.run),
+    "imports": Stage(imports.run),
+}
+
+RESULTS_JSON = os.path.join(RESULTS, "results.json")
+TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.md.tmpl")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def _stage(data: dict[str, Any], name: str, tag: str, coro: Awaitable[Any]) -> None:
+    """Run one stage (on the cluster ``tag``, or "" on its own); a failure is recorded and
+    the other stages still run."""
+    label = f"{name}, {tag}" if tag else name
     print(f"  {label} ...", flush=True)
-    data.setdefault("stages_run", []).append(label)
     t0 = time.monotonic()
     try:
-        data[key] = await coro
-    except Exception as err:  # a failed stage is reported, the others still run
+        result = jsonable(await coro)
+    except Exception as err:
         traceback.print_exc()
-        data.setdefault("errors", []).append(f"{label}: {type(err).__name__}: {err}")
-    print(f"  {label}: {time.monotonic() - t0:.0f} s", flush=True)
+        data["meta"]["errors"][name] = f"{label}: {type(err).__name__}: {err}"
+        result = None
+    seconds = time.monotonic() - t0
+    print(f"  {label}: {seconds:.0f} s", flush=True)
+    if result is not None:
+        if tag:
+            data.setdefault(name, {})[tag] = result
+        else:
+            data[name] = result
+    info = data["meta"]["stages"].setdefault(name, {"date": _now(), "seconds": 0.0})
+    info["seconds"] += seconds
 
 
-async def _on_cluster(cfg: Config, members: int, only: set[str], data: dict[str, Any]) -> None:
-    tag = f"{members}-member"
-    print(f"starting a {tag} etcd", flush=True)
-    cluster = LocalEtcdCluster(members)
-    await asyncio.to_thread(cluster.start)
+async def _measure(cfg: Config, only: list[str], data: dict[str, Any]) -> None:
     try:
-        endpoints = cluster.endpoints
-        async with geeh.Client(endpoints) as client:
-            etcd = Etcd(client)
-            if "handoff" in only:
-                await _stage(
-                    data,
-                    f"handoff-process-{tag}",
-                    f"hand-off, processes, {tag}",
-                    handoff.process_level(cfg, endpoints, etcd),
-                )
-            if "inproc" in only:
-                await _stage(
-                    data,
-                    f"handoff-inproc-{tag}",
-                    f"hand-off, in-process, {tag}",
-                    handoff.in_process(cfg, endpoints, etcd),
-                )
-            if "observers" in only:
-                await _stage(
-                    data,
-                    f"observers-{tag}",
-                    f"observers, {tag}",
-                    observers.run(cfg, endpoints, etcd),
-                )
-            if members > 1 and "scale" in only:
-                await _stage(
-                    data,
-                    f"scale-{tag}",
-                    f"scale, {tag}",
-                    scale.run_cluster(cfg, endpoints, etcd),
-                )
-            if members > 1 and "profile" in only:
-                await _stage(
-                    data,
-                    "profiles-3-member",
-                    f"profiles, {tag}",
-                    profiling.run_cluster(cfg, endpoints, etcd),
-                )
-            if members > 1 and "switch" in only:
-                await _stage(data, "switch", "member switch", switch.run(cfg, endpoints, etcd))
-            if members == 1:
-                if "concurrent" in only:
-                    await _stage(
-                        data,
-                        "concurrent",
-                        "observers side by side",
-                        concurrent.run(cfg, endpoints, etcd),
-                    )
-                if "crash" in only:
-                    await _stage(data, "crash", "crash failover", crash.run(cfg, endpoints, etcd))
-                if "scale" in only:
-                    await _stage(data, "scale", "scale", scale.run(cfg, endpoints, etcd))
-                if "profile" in only:
-                    await _stage(data, "profiles", "profiles", profiling.run(cfg, endpoints, etcd))
-                    await _stage(data, "reads", "wait-read cost", profiling.read_cost(cfg, etcd))
+        for members in (1, 3):
+            names = [n for n in only if members in STAGES[n].clusters]
+            if not names:
+                continue
+            tag = f"{members}-member"
+            print(f"starting a {tag} etcd", flush=True)
+            cluster = LocalEtcdCluster(members)
+            await asyncio.to_thread(cluster.start)
+            try:
+                async with geeh.Client(cluster.endpoints) as client:
+                    for name in names:
+                        coro = STAGES[name].run(cfg, cluster.endpoints, Etcd(client))
+                        await _stage(data, name, tag, coro)
+            finally:
+                kill_all()
+                await asyncio.to_thread(cluster.close)
+        for name in only:
+            if not STAGES[name].clusters:
+                await _stage(data, name, "", STAGES[name].run(cfg))
     finally:
         kill_all()
-        await asyncio.to_thread(cluster.close)
 
 
-async def _main(cfg: Config, only: set[str], data: dict[str, Any]) -> None:
-    try:
-        await _on_cluster(cfg, 1, only, data)
-        if only & {"handoff", "inproc", "observers", "scale", "switch", "profile"}:
-            await _on_cluster(cfg, 3, only, data)
-        if "cost" in only:
-            await _stage(data, "cost", "idle cost", cost.run(cfg))
-        if "fleet" in only:
-            await _stage(data, "fleet", "observer fleets", fleet.run(cfg))
-        if "shards" in only:
-            await _stage(data, "shards", "shard leadership", shards.run(cfg))
-    finally:
-        kill_all()
+def _merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The saved results with the stages run now in place of theirs."""
+    meta, run = old["meta"], new["meta"]
+    for name in run["stages"]:
+        old.pop(name, None)
+        meta["errors"].pop(name, None)
+    old.update({k: v for k, v in new.items() if k != "meta"})
+    meta["errors"].update(run["errors"])
+    meta["stages"].update(run["stages"])
+    meta["merged"].append(
+        f"{', '.join(run['stages'])} (run again on {run['date']}"
+        f"{', quick' if run['quick'] else ''}, {run['elapsed']:.0f} s)"
+    )
+    return old
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="gee-h benchmarks against etcdctl elect; writes BENCHMARKS.md and plots",
+        description="gee-h benchmarks against etcdctl elect: results as JSON, plots, report",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer trials: about 2.5 minutes")
+    parser.add_argument("--quick", action="store_true", help="fewer trials: a few minutes")
     parser.add_argument(
-        "--out", default=os.path.join(REPO, "BENCHMARKS.md"), help="report path (BENCHMARKS.md)"
+        "--only", nargs="+", choices=list(STAGES), metavar="STAGE", help=", ".join(STAGES)
     )
+    parser.add_argument("--merge", action="store_true", help="fold into the saved results")
     parser.add_argument(
-        "--only", nargs="+", choices=STAGES, default=STAGES, help="run only these stages"
+        "--report-only", action="store_true", help="measure nothing: render the saved results"
     )
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help=f"rewrite the report from the last run's measurements ({DATA})",
-    )
-    parser.add_argument(
-        "--merge",
-        action="store_true",
-        help="fold the stages run now into the last run's measurements and report both",
-    )
+    parser.add_argument("--results", default=RESULTS_JSON, help="results JSON (plots beside)")
+    parser.add_argument("--template", default=TEMPLATE, help="report template")
+    parser.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"), help="report")
     args = parser.parse_args(argv)
-    if args.report_only:
-        with open(DATA, "rb") as f:
-            saved: dict[str, Any] = pickle.load(f)
-        _write(args.out, saved)
-        return 0
-    cfg = Config(quick=args.quick)
-    data: dict[str, Any] = {
-        "config": cfg,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-    geeh_cli()
-    data["machine"] = machine()
-    t0 = time.monotonic()
+    out_dir = os.path.dirname(os.path.abspath(args.results))
+    if not args.report_only:
+        cfg = Config(quick=args.quick, out_dir=out_dir)
+        data: dict[str, Any] = {
+            "meta": {
+                "date": _now(),
+                "quick": args.quick,
+                "machine": machine(),
+                "errors": {},
+                "stages": {},
+                "merged": [],
+            }
+        }
+        t0 = time.monotonic()
+        try:
+            asyncio.run(_measure(cfg, args.only or list(STAGES), data))
+        except KeyboardInterrupt:
+            kill_all()
+            print("interrupted; saving what was measured")
+        data["meta"]["elapsed"] = time.monotonic() - t0
+        data["meta"]["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        if args.merge and os.path.exists(args.results):
+            with open(args.results) as f:
+                data = _merged(json.load(f), data)
+        os.makedirs(out_dir, exist_ok=True)
+        with open(args.results, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        print(f"wrote {args.results}")
+    if not os.path.exists(args.results):
+        parser.error(f"no saved results at {args.results}: measure first")
+    with open(args.results) as f:
+        data = json.load(f)
     try:
-        asyncio.run(_main(cfg, set(args.only), data))
-    except KeyboardInterrupt:
-        kill_all()
-        print("interrupted; writing what was measured")
-    data["elapsed"] = time.monotonic() - t0
-    data["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    if args.merge:
-        data = _merged(data)
-    with contextlib.suppress(Exception), open(DATA, "wb") as f:
-        pickle.dump(data, f)
-    _write(args.out, data)
+        report.write(data, args.template, args.out, out_dir)
+    except TemplateError as err:  # the results are saved: fix the template, then --report-only
+        print(f"python -m benchmarks: {args.template}: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
     return 0
-
-
-def _merged(new: dict[str, Any]) -> dict[str, Any]:
-    """The last run's measurements with this run's stages in place of theirs."""
-    with open(DATA, "rb") as f:
-        old: dict[str, Any] = pickle.load(f)
-    labels = set(new.get("stages_run", []))
-    errors = [e for e in old.get("errors", []) if e.split(":", 1)[0] not in labels]
-    errors += new.get("errors", [])
-    keep = ("config", "date", "machine", "elapsed", "load_end", "stages_run", "errors")
-    old.update({k: v for k, v in new.items() if k not in keep})
-    old["errors"] = errors
-    old.setdefault("merged", []).append(
-        f"{', '.join(new.get('stages_run', []))} (run again on {new['date']}, "
-        f"{new['elapsed']:.0f} s)"
-    )
-    return old
-
-
-def _write(out: str, data: dict[str, Any]) -> None:
-    data["findings"] = findings.findings(data)
-    data["notes"] = findings.notes(data)
-    report.write(out, data)
-    print(f"wrote {out} ({data['elapsed']:.0f} s of measurements)")

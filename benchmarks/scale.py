@@ -55,33 +55,16 @@ class Workers:
     ):
         import sys
 
-        def eps(i: int) -> list[str]:
+        def argv(i: int) -> list[str]:
             # With rotate, worker i starts on member i (mod size): its leases get that
             # member's ID prefix, as candidates spread over a cluster's members would.
             k = i % len(endpoints) if rotate else 0
-            return endpoints[k:] + endpoints[:k]
+            eps = ",".join(endpoints[k:] + endpoints[:k])
+            out = [sys.executable, "-m", "benchmarks.scale_worker", "--endpoints", eps]
+            out += ["--name", name, "--id", f"w{i}", "--ttl", str(TTL)]
+            return out + (["--tracemalloc"] if traced else [])
 
-        self.procs = [
-            Proc(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.scale_worker",
-                    "--endpoints",
-                    ",".join(eps(i)),
-                    "--name",
-                    name,
-                    "--id",
-                    f"w{i}",
-                    "--ttl",
-                    str(TTL),
-                    *(["--tracemalloc"] if traced else []),
-                ],
-                f"scale-w{i}",
-                stdin=True,
-            )
-            for i in range(processes)
-        ]
+        self.procs = [Proc(argv(i), f"scale-w{i}", stdin=True) for i in range(processes)]
         self.cursor = 0
         self.won_seen = [0] * processes
 
@@ -262,15 +245,13 @@ async def traced_memory(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[s
 
 
 async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
+    """One member: one and four processes, and the heap per candidate. A cluster: four
+    processes, each pinned to a different member first."""
+    if len(endpoints) > 1:
+        print(f"    scale: 1, 100, 1000 waiting, 4 processes over {len(endpoints)} members")
+        return {"results": await interleaved(cfg, endpoints, etcd, (1, 100, 1000), 4, rotate=True)}
     results: list[ScaleResult] = []
     for processes in (1, 4):
         print(f"    scale: 1, 10, 100, 1000 waiting, {processes} process(es) each")
         results += await interleaved(cfg, endpoints, etcd, (1, 10, 100, 1000), processes)
-    traced = await traced_memory(cfg, endpoints, etcd)
-    return {"results": results, "traced": traced}
-
-
-async def run_cluster(cfg: Config, endpoints: list[str], etcd: Etcd) -> list[ScaleResult]:
-    """A 3-member cluster, four processes each pinned to a different member first."""
-    print(f"    scale: 1, 100, 1000 waiting, 4 processes over {len(endpoints)} members")
-    return await interleaved(cfg, endpoints, etcd, (1, 100, 1000), 4, rotate=True)
+    return {"results": results, "traced": await traced_memory(cfg, endpoints, etcd)}

@@ -13,20 +13,13 @@ with N.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 
 from geeh.testing import LocalEtcdCluster
 
-from .common import Config, Proc, kill_all, scrape
-
-_SENT = re.compile(
-    r'^grpc_server_msg_sent_total\{grpc_method="(\w+)",grpc_service="([\w.]+)",'
-    r'grpc_type="\w+"\} (\S+)$'
-)
+from .common import Config, Proc, delta, kill_all, scrape
 
 
 @dataclass
@@ -51,21 +44,6 @@ class Shards:
 
     def per_minute(self, counts: dict[str, float], key: str) -> float:
         return counts.get(key, 0.0) * 60 / self.seconds if self.seconds else float("nan")
-
-
-def scrape_sent(url: str) -> dict[str, float]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    text = opener.open(url + "/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _SENT.match(line)
-        if m and float(m.group(3)):
-            out[f"{m.group(2).rsplit('.', 1)[-1]}.{m.group(1)}"] = float(m.group(3))
-    return out
-
-
-def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
 async def _one(n: int, seconds: float) -> Shards:
@@ -93,11 +71,11 @@ async def _one(n: int, seconds: float) -> Shards:
         ) = (int(k) for k in kib)
         await asyncio.sleep(2.0)  # past the last watch confirmations
         url = cluster.client_urls[0]
-        r0, s0, t0 = scrape(url), scrape_sent(url), time.monotonic()
+        r0, s0, t0 = scrape(url), scrape(url, sent=True), time.monotonic()
         await asyncio.sleep(seconds)
-        r1, s1 = scrape(url), scrape_sent(url)
+        r1, s1 = scrape(url), scrape(url, sent=True)
         result.seconds = time.monotonic() - t0
-        result.received, result.sent = _delta(r1, r0), _delta(s1, s0)
+        result.received, result.sent = delta(r1, r0), delta(s1, s0)
     finally:
         if proc is not None:
             await proc.stop(timeout=30)
@@ -105,14 +83,14 @@ async def _one(n: int, seconds: float) -> Shards:
     return result
 
 
-async def run(cfg: Config) -> list[Shards]:
+async def run(cfg: Config) -> dict[str, Shards]:
     seconds = cfg.secs(60, 15)
     sizes = (10, 100, 1000) if cfg.quick else (10, 100, 1000, 10_000)
-    out: list[Shards] = []
+    out: dict[str, Shards] = {}
     try:
         for n in sizes:
             print(f"    {n} elections", flush=True)
-            out.append(await _one(n, seconds))
+            out[str(n)] = await _one(n, seconds)
     finally:
         kill_all()
     return out

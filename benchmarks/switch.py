@@ -21,10 +21,11 @@ from .common import Config, Etcd, Series
 
 
 class Queue:
-    """One election: a leader and N waiting candidates on one Client, all in this process."""
+    """One election: a leader and N waiting candidates, all in this process, on one Client or
+    round-robin over several."""
 
-    def __init__(self, client: geeh.Client, etcd: Etcd, name: str, waiting: int) -> None:
-        self.client = client
+    def __init__(self, clients: list[geeh.Client], etcd: Etcd, name: str, waiting: int) -> None:
+        self.clients = clients
         self.etcd = etcd
         self.name = name
         self.waiting = waiting
@@ -35,11 +36,12 @@ class Queue:
         self.extra_wins = 0
 
     def add(self) -> None:
+        client = self.clients[self.serial % len(self.clients)]
         self.serial += 1
         value = f"w{self.serial}"
 
         async def candidate() -> None:
-            leadership = await self.client.election(self.name).campaign(value, ttl=60)
+            leadership = await client.election(self.name).campaign(value, ttl=60)
             self.won.put_nowait((time.monotonic(), leadership))
 
         task = asyncio.ensure_future(candidate())
@@ -57,12 +59,17 @@ class Queue:
                 self.add()
             await self.etcd.wait_count(self.name, min(self.waiting, start + 100) + 1, timeout=120)
 
-    async def handoff(self, t0: float | None = None) -> float:
-        """Resign and wait for the successor; the latency from ``t0`` (default: now)."""
+    async def handoff(self, t0: float | None = None, profiler: Any = None) -> float:
+        """Resign and wait for the successor; the latency from ``t0`` (default: now). A
+        profiler given runs from the resign until the successor has won."""
         assert self.leadership is not None
         t0 = time.monotonic() if t0 is None else t0
+        if profiler is not None:
+            profiler.start()
         await self.leadership.resign()
         t1, self.leadership = await self.won.get()
+        if profiler is not None:
+            profiler.stop()
         while not self.won.empty():  # two leaders at once: counted as a failure
             self.extra_wins += 1
             _, extra = self.won.get_nowait()
@@ -107,7 +114,7 @@ async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
         stamps: dict[int, list[float]] = {n: [] for n in clients}
         for n, c in clients.items():
             _stamp_creations(c.core.watches, stamps[n])
-        queues = {n: Queue(c, etcd, f"bench-switch-{n}", n) for n, c in clients.items()}
+        queues = {n: Queue([c], etcd, f"bench-switch-{n}", n) for n, c in clients.items()}
         try:
             for q in queues.values():
                 await q.start()
