@@ -44,7 +44,7 @@ class Service:
         async with geeh.Client(self.endpoints) as client:
             while True:
                 with contextlib.suppress(geeh.GeehError):  # lost: campaign again
-                    async with client.election("my-service").campaign(self.ident, ttl=5) as lead:
+                    async with client.election("my-service").campaign(self.ident, ttl=10) as lead:
                         self.leadership, self.terms = lead, self.terms + 1
                         work = asyncio.create_task(self.job())
                         self.following.clear()
@@ -91,6 +91,6 @@ async def test_frozen_member(etcd_factory, start):
     cluster = etcd_factory(members=3)
     a = start(cluster.endpoints, "a")  # a talks to member 0 first
     await a.leading.wait()
-    cluster.pause_for(0, 6)  # frozen past the TTL: a must move to another member
+    cluster.pause_for(0, 11)  # frozen past the TTL: a must move to another member
     await asyncio.to_thread(cluster.wait_healthy, 30)  # returns once member 0 is back
     assert a.leading.is_set() and a.terms == 1  # a kept leading throughout

@@ -214,14 +214,21 @@ class Watchdog:
             self.kill_at = min(self.kill_at, kill_at)
 
     def signal_tree(self, tree: set[int], signum: int) -> None:
+        """``signum`` once to each process of the tree: CMD's group at once, then each one
+        that left the group (some programs take a second SIGTERM for "stop now")."""
+        wake = signum != signal.SIGKILL  # a stopped process would not see it
         with contextlib.suppress(OSError):
             os.killpg(self.pid, signum)
+            if wake:
+                os.killpg(self.pid, signal.SIGCONT)
         for pid in tree:
             if pid == self.pid and self.exit_code is not None:
                 continue  # reaped: the pid may belong to someone else by now
             with contextlib.suppress(OSError):
+                if os.getpgid(pid) == self.pid:
+                    continue  # signalled with the group
                 os.kill(pid, signum)
-                if signum != signal.SIGKILL:  # a stopped process would not see it
+                if wake:
                     os.kill(pid, signal.SIGCONT)
 
 
