@@ -8,7 +8,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 # pytest-xdist workers, each with its own etcd servers. The default suite mostly waits on
 # etcd and on timeouts (it uses under one core on average), so it runs more workers than
 # there are cores; the fault-injection suite is timed more tightly and runs two.
-WORKERS ?= 4
+WORKERS ?= 3
 SLOW_WORKERS ?= 2
 # The fast inner loop: unit tests and the scripted fakes, no etcd (make check).
 CHECK_TESTS := tests/test_units.py tests/test_keys.py tests/test_win_rule.py \
