@@ -89,8 +89,12 @@ async def test_killed_leader(etcd, start):
 
 async def test_frozen_member(etcd_factory, start):
     cluster = etcd_factory(members=3)
-    a = start(cluster.endpoints, "a")  # a talks to member 0 first
+    # A follower: a raft leader frozen past the TTL revokes leases as it thaws, on etcd
+    # releases without the fix for etcd-io/etcd#15247 (gee-h then reports the loss).
+    member = next(i for i in range(3) if i != cluster.leader_index())
+    endpoints = cluster.endpoints
+    a = start([endpoints.pop(member), *endpoints], "a")  # a talks to that member first
     await a.leading.wait()
-    cluster.pause_for(0, 11)  # frozen past the TTL: a must move to another member
+    cluster.pause_for(member, 11)  # frozen past the TTL: a must move to another member
     await asyncio.to_thread(cluster.wait_healthy, 30)  # returns once member 0 is back
     assert a.leading.is_set() and a.terms == 1  # a kept leading throughout
