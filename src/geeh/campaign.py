@@ -12,8 +12,8 @@ Where it differs from Go, it is to be correct under failure:
   (CandidateRemoved, SessionExpired) instead of reporting a win;
 - every write is a compare-and-swap, so a retry after a lost response cannot change the
   outcome;
-- a watcher on our own key reports its deletion; if that watcher fails, the campaign or
-  leadership ends with CandidateRemoved (we can no longer tell, so we withdraw).
+- a watcher on our own key (own_key.py) reports its deletion; if that watcher fails, the
+  campaign or leadership ends with CandidateRemoved (we can no longer tell, so we withdraw).
 """
 
 from __future__ import annotations
@@ -29,19 +29,18 @@ from .core import Core
 from .errors import (
     CandidateRemoved,
     ClosedError,
-    Compacted,
     EtcdError,
-    EtcdUnavailable,
     InvalidArgument,
     SessionExpired,
 )
+from .fencing import modified_at, owns
 from .keys import candidate_key, election_prefix, prefix_end, show, to_bytes
-from .leadership import Leadership, modified_at, owns
-from .net.retry import RANGE, SAFE, TXN, Backoff
+from .leadership import Leadership
+from .net.retry import RANGE, SAFE, TXN
+from .own_key import watch_own_key
 from .session import Session, check_ttl
 from .tasks import stop
 from .transfer import IntentFollower, StepAside
-from .watch import NOPUT, Watch
 from .win import Line, Verdict
 
 log = logging.getLogger("geeh.election")
@@ -132,7 +131,7 @@ class Campaign:
             join_revision, token = await self._join(session, key)
             while True:
                 watcher = asyncio.get_running_loop().create_task(
-                    self._watch_own_key(key, token, join_revision, gone),
+                    watch_own_key(core, key, token, join_revision, gone),
                     name=f"geeh-own-key-{session.lease:x}",
                 )
                 try:
@@ -347,64 +346,6 @@ class Campaign:
                 break
         return bool(response.kvs) and response.kvs[0].create_revision == token
 
-    async def _watch_own_key(
-        self, key: bytes, token: int, revision: int, gone: asyncio.Future[BaseException]
-    ) -> None:
-        """Resolve ``gone`` when our key is deleted, or when we can no longer tell.
-
-        The owner of this task sees any end of it through ``gone``: a watcher that failed (a
-        refusal from etcd, a broken watch stream, a bug) ends the campaign or leadership with
-        CandidateRemoved, the candidacy being withdrawn as if removed. Only the client's close
-        (or cancelling the task) ends it quietly.
-        """
-        try:
-            await self._follow_own_key(key, token, revision)
-            reason: BaseException = CandidateRemoved(
-                f"candidate key {show(key)} was deleted (or its lease revoked)"
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
-            if isinstance(err, ClosedError) and self._core.closed:
-                return
-            log.error("watching candidate key %s failed: %r", show(key), err)
-            reason = CandidateRemoved(
-                f"candidate key {show(key)}: its watch failed ({err}); the candidacy is "
-                "withdrawn, as if removed"
-            )
-        if not gone.done():
-            gone.set_result(reason)
-
-    async def _follow_own_key(self, key: bytes, token: int, revision: int) -> None:
-        """Return when our key is deleted; re-read after compaction, retrying outages."""
-        core = self._core
-        backoff = Backoff(base=0.1, cap=2.0)
-        while True:
-            with core.watches.watch(key, start_revision=revision + 1, filters=[NOPUT]) as own:
-                try:
-                    await _next_delete(own)
-                    return
-                except Compacted:
-                    pass
-            # Compaction is routine here: this watch filters PUTs out, so its next revision
-            # never advances, and any reconnect after a compaction finds it compacted.
-            while True:
-                try:
-                    response = await core.transport.call(
-                        RANGE, rpc.RangeRequest(key=key, keys_only=True), what="campaign"
-                    )
-                    break
-                except EtcdUnavailable as err:
-                    # While etcd cannot be read it cannot be watched either; the session's
-                    # deadline bounds how long we may trust the lease meanwhile.
-                    level = logging.INFO if backoff.attempt == 0 else logging.DEBUG
-                    log.log(level, "re-reading candidate key %s: %s; retrying", show(key), err)
-                    await asyncio.sleep(backoff.next_delay())
-            backoff.reset()
-            if not response.kvs or response.kvs[0].create_revision != token:
-                return
-            revision = response.header.revision
-
     async def _withdraw(
         self,
         session: Session,
@@ -425,10 +366,3 @@ class Campaign:
             await session.close()  # revoking the lease deletes the key with it
             return
         await withdraw.withdraw(self._core, session, key)
-
-
-async def _next_delete(w: Watch) -> None:
-    while True:
-        batch = await w.next()
-        if any(e.type == e.DELETE for e in batch.events):
-            return

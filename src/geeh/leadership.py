@@ -5,7 +5,8 @@ CandidateRemoved). What is left of the candidacy is then removed: by resign at o
 loss or a failed resign, in the background, retrying until etcd answers, so that no ghost
 key leads on once a link heals. An ``async with`` block on a leadership is cancelled when
 leadership is lost, the way ``asyncio.timeout()`` cancels its block, and ends with
-:class:`~geeh.LeadershipLost`.
+:class:`~geeh.LeadershipLost` (that cancellation: leadership_block.py). Every write to our
+key, and every fenced write, is guarded as fencing.py says.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from .errors import (
     NotLeader,
     SessionExpired,
 )
+from .fencing import modified_at, owns
 from .keys import show, to_bytes
+from .leadership_block import Block
 from .loss import LossSignal
 from .net.retry import IF_UNSENT, SAFE, TXN, Retry
 from .session import Pause, Session
@@ -40,20 +43,6 @@ log = logging.getLogger("geeh.leadership")
 # A proclaim that finds our key changed reads it and tries again; only our own earlier
 # attempts, applied late, can change it, so a few rounds always suffice.
 PROCLAIM_ROUNDS = 5
-
-
-def owns(key: bytes, token: int) -> rpc.Compare:
-    """The fencing guard: true while ``key`` is still the one created at revision ``token``."""
-    return rpc.Compare(
-        key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=token
-    )
-
-
-def modified_at(key: bytes, revision: int) -> rpc.Compare:
-    """True while ``key`` was last written at ``revision``: guards a write against a newer one."""
-    return rpc.Compare(
-        key=key, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=revision
-    )
 
 
 class Leadership:
@@ -107,7 +96,7 @@ class Leadership:
         self._deferred: BaseException | None = None
         self._written_at = token  # our key's mod revision as we last wrote it: see proclaim
         self._cleanup: asyncio.Task[None] | None = None
-        self._block: _Block | None = None
+        self._block: Block | None = None
         core.leaderships.add(self)  # before any callback: a loss at once removes it again
         self.lost.add_callback(self._on_lost)
         session.expired.add_callback(self._on_session_end)
@@ -378,7 +367,7 @@ class Leadership:
             raise LeadershipLost(reason)
         task = asyncio.current_task()
         if self.cancel_on_loss and task is not None:
-            self._block = _Block(task)
+            self._block = Block(task)
         return self
 
     async def __aexit__(
@@ -405,39 +394,3 @@ class Leadership:
     def __repr__(self) -> str:
         state = "leading" if self.is_leader else "ended"
         return f"<Leadership {self.key!r} token={self.token} {state}>"
-
-
-class _Block:
-    """The task running a leadership block, and our cancellation of it (as asyncio.timeout).
-
-    Our cancel request is counted by the task; on exit it is withdrawn with ``uncancel()``.
-    If no other request is left, a CancelledError is ours and becomes LeadershipLost; if
-    another is left (the caller's own), the cancellation propagates unchanged.
-    """
-
-    def __init__(self, task: asyncio.Task[object]) -> None:
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.cancelled = False
-
-    def interrupt(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self.task.cancel(msg="leadership lost")
-
-    async def exit(self, exc_type: type[BaseException] | None) -> bool:
-        """Withdraw our cancellation; True if the block must end with LeadershipLost."""
-        if not self.cancelled:
-            return False
-        if self.task.uncancel() > self.cancelling:
-            return False  # cancelled from outside too: that goes on
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            return True
-        # The block ended before our cancellation reached it, which may still be pending (an
-        # uncancelled task keeps it before Python 3.13): take it here, not at the next await.
-        try:
-            await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            if self.task.cancelling() > self.cancelling:
-                raise
-        return exc_type is None

@@ -38,6 +38,7 @@ from .errors import (
     InvalidArgument,
     TransferFailed,
 )
+from .fencing import modified_at, owns
 from .keys import election_prefix, prefix_end, show, to_bytes
 from .net.retry import RANGE, SAFE, TXN
 from .tasks import failed, stop
@@ -151,12 +152,6 @@ async def wait_until_next(
         ) from None
 
 
-def _created(key: bytes, token: int) -> rpc.Compare:
-    return rpc.Compare(
-        key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=token
-    )
-
-
 def _delete(key: bytes) -> rpc.RequestOp:
     return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
 
@@ -178,7 +173,7 @@ async def hand_over(
     intent = intent_key(name)
     put = rpc.PutRequest(key=intent, value=encode(target), lease=holder.lease)
     announce = rpc.TxnRequest(
-        compare=[_created(holder.key, holder.token)], success=[rpc.RequestOp(request_put=put)]
+        compare=[owns(holder.key, holder.token)], success=[rpc.RequestOp(request_put=put)]
     )
     transport = core.transport
     try:
@@ -200,7 +195,7 @@ async def hand_over(
             await before()
         # Our key goes only if the target is still there to follow it: else we lead on.
         txn = rpc.TxnRequest(
-            compare=[_created(holder.key, holder.token), _created(target.key, target.token)],
+            compare=[owns(holder.key, holder.token), owns(target.key, target.token)],
             success=[_delete(holder.key), _delete(intent)],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=holder.key))],
         )
@@ -219,11 +214,7 @@ async def hand_over(
 async def _withdraw_intent(core: Core, intent: bytes, revision: int) -> None:
     """Remove the transfer intent written at ``revision`` (not a newer one)."""
     txn = rpc.TxnRequest(
-        compare=[
-            rpc.Compare(
-                key=intent, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=revision
-            )
-        ],
+        compare=[modified_at(intent, revision)],
         success=[_delete(intent)],
     )
     try:

@@ -28,8 +28,8 @@ from typing import TypeVar
 from ._proto import rpc_pb2 as rpc
 from .core import Core
 from .errors import ClosedError, Compacted, EtcdUnavailable
+from .fencing import owns
 from .keys import show
-from .leadership import owns
 from .net.retry import RANGE, SAFE, TXN, Backoff
 from .session import Session
 

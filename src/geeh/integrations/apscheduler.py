@@ -31,8 +31,6 @@ import datetime
 import logging
 import os
 import socket
-import weakref
-from collections.abc import Callable
 from typing import Any
 
 from ..completion_queue import ActiveCompletionQueue
@@ -42,13 +40,11 @@ from ..keys import show, to_bytes
 from ..leadership import Leadership
 from ..net.retry import Backoff
 from ..tasks import failed
+from .apscheduler_executor import Deliver, LeaderExecutor, guard, guard_of, unguard
 from .claims import claim_runs
 
 try:
     from apscheduler.events import EVENT_JOB_ADDED, EVENT_JOB_MODIFIED
-    from apscheduler.executors.asyncio import AsyncIOExecutor
-    from apscheduler.executors.base import BaseExecutor, MaxInstancesReachedError
-    from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers import SchedulerNotRunningError
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -62,73 +58,6 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 __all__ = ["LeaderExecutor", "LeaderScheduler"]
 
 log = logging.getLogger("geeh.apscheduler")
-
-Deliver = Callable[[Any, list[datetime.datetime]], None]
-
-# Which LeaderScheduler guards a scheduler: how its LeaderExecutors find it when started.
-_guards: weakref.WeakKeyDictionary[Any, LeaderScheduler] = weakref.WeakKeyDictionary()
-
-
-class LeaderExecutor(BaseExecutor):  # type: ignore[misc]
-    """Runs a job on ``executor`` (default: the scheduler type's own) once its claim holds.
-
-    Only works under a :class:`LeaderScheduler`, which makes the claims (see the module).
-    """
-
-    def __init__(self, executor: Any = None) -> None:
-        super().__init__()
-        if executor is not None and not isinstance(executor, BaseExecutor):
-            raise InvalidArgument(
-                f"executor must be an APScheduler executor, not {type(executor).__name__}"
-            )
-        self._inner: Any = executor
-        self._guard: LeaderScheduler | None = None
-        self._stopped = False
-
-    def start(self, scheduler: Any, alias: str) -> None:
-        guard = _guards.get(scheduler)
-        if guard is None:
-            raise InvalidArgument(
-                "a LeaderExecutor runs jobs only under geeh's LeaderScheduler: start the "
-                "scheduler with it"
-            )
-        super().start(scheduler, alias)
-        if self._inner is None:
-            is_asyncio = isinstance(scheduler, AsyncIOScheduler)
-            self._inner = AsyncIOExecutor() if is_asyncio else ThreadPoolExecutor()
-        self._inner.start(scheduler, alias)
-        self._guard = guard
-        self._stopped = False
-        guard.guarded.add(alias)
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._stopped = True
-        if self._inner is not None:
-            self._inner.shutdown(wait)
-
-    def submit_job(self, job: Any, run_times: list[datetime.datetime]) -> None:
-        # Called by the scheduler (its thread, or its loop) as the job falls due: the claim
-        # goes to etcd in the background, and the run is handed on only if it holds.
-        assert self._guard is not None, "the executor was not started"
-        self._guard.claim_then(job, list(run_times), self._deliver)
-
-    def _do_submit_job(self, job: Any, run_times: list[datetime.datetime]) -> None:
-        raise NotImplementedError  # submit_job hands every run to the wrapped executor
-
-    def _deliver(self, job: Any, run_times: list[datetime.datetime]) -> None:
-        if self._stopped:
-            return
-        try:
-            self._inner.submit_job(job, run_times)
-        except MaxInstancesReachedError:
-            log.warning(
-                "job %r not run at %s: it still runs (max_instances %d reached)",
-                job.id,
-                run_times[-1],
-                job.max_instances,
-            )
-        except Exception:
-            log.exception("job %r could not be submitted to its executor", job.id)
 
 
 class LeaderScheduler:
@@ -204,10 +133,10 @@ class LeaderScheduler:
             return self
         if self.scheduler.state != STATE_STOPPED:
             raise InvalidArgument("the scheduler is already started: let LeaderScheduler start it")
-        if self.scheduler in _guards:
+        if guard_of(self.scheduler) is not None:
             raise InvalidArgument("the scheduler already has a LeaderScheduler")
         self._loop = asyncio.get_running_loop()
-        _guards[self.scheduler] = self
+        guard(self.scheduler, self)
         try:
             with contextlib.suppress(ValueError):  # the user's own "default": checked below
                 self.scheduler.add_executor(LeaderExecutor(), "default")
@@ -220,7 +149,7 @@ class LeaderScheduler:
                     )
         except BaseException:
             await self._shutdown()
-            _guards.pop(self.scheduler, None)
+            unguard(self.scheduler)
             raise
         self.scheduler.add_listener(self._job_changed, EVENT_JOB_ADDED | EVENT_JOB_MODIFIED)
         self._run = self._loop.create_task(
@@ -244,7 +173,7 @@ class LeaderScheduler:
             await self._shutdown()
             self._run.cancel()
             await asyncio.wait({self._run})
-        _guards.pop(self.scheduler, None)
+        unguard(self.scheduler)
 
     async def _shutdown(self) -> None:
         if not self.scheduler.running:
@@ -291,7 +220,7 @@ class LeaderScheduler:
             self._closed = True
             with contextlib.suppress(SchedulerNotRunningError, RuntimeError):
                 self.scheduler.shutdown(wait=False)
-            _guards.pop(self.scheduler, None)
+            unguard(self.scheduler)
 
     def _blocking_queue(self) -> ActiveCompletionQueue:
         if self._queue is None:
