@@ -28,11 +28,15 @@ RECIPES = (
     "geeh.shards",
     "geeh.transfer",
     "geeh.leadership",
+    "geeh.leadership_block",
+    "geeh.fencing",
+    "geeh.own_key",
     "geeh.supervisor",
     "geeh.observe",
     "geeh.candidates",
     "geeh.client",
     "geeh.blocking",
+    "geeh.blocking_observe",
     "geeh.listeners",
 )
 
