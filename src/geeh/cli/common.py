@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -238,6 +239,28 @@ async def unless_stopped(aw: Awaitable[T], signals: Signals) -> T:
         raise
     finally:
         signals.remove_callback(stop)
+
+
+class ExitBound:
+    """One time limit on everything a command does once it is exiting: resign, then close.
+
+    Each step waits only for what is left (``left()``), so that a supervisor waiting on geeh
+    is not kept waiting by an etcd that does not answer: the bounds do not stack. Until
+    ``begin()``, ``left()`` is the whole close bound.
+    """
+
+    def __init__(self) -> None:
+        self._until: float | None = None
+
+    def begin(self, seconds: float) -> None:
+        """Start the bound (the first call counts; later ones change nothing)."""
+        if self._until is None:
+            self._until = time.monotonic() + seconds
+
+    def left(self) -> float:
+        if self._until is None:
+            return CLOSE_TIMEOUT
+        return max(0.0, self._until - time.monotonic())
 
 
 @contextlib.asynccontextmanager

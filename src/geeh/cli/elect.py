@@ -18,11 +18,11 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CandidacyLost,
+    ExitBound,
     HelpFormatter,
     Signals,
     add_connection_options,
     as_bytes,
-    close_client,
     connected,
     error,
     leader_json,
@@ -153,16 +153,15 @@ async def elect_or_listen(args: argparse.Namespace, signals: Signals) -> int:
 
 
 async def elect(args: argparse.Namespace, signals: Signals) -> int:
-    async with connected(args, signals) as client:
+    # Once leading, the exit (resign, then close) gets one bound, as in `geeh run`.
+    bound = ExitBound()
+    async with connected(args, signals, close_within=bound.left) as client:
         election = client.election(as_bytes(args.name))
         # A stop while campaigning cancels the campaign, which withdraws our key and lease.
         leadership = await campaign(args, election, as_bytes(args.value), signals)
         if signals.first is None:
             announce(leadership)
-        status = await hold(args.prog, leadership, signals)
-        if status == EXIT_LOST:
-            await close_client(client, CLOSE_AFTER_LOSS_TIMEOUT)
-        return status
+        return await hold(args.prog, leadership, signals, bound)
 
 
 async def campaign(
@@ -181,8 +180,9 @@ def announce(leadership: Leadership) -> None:
         write_leader_lines(leadership.key, leadership.value)
 
 
-async def hold(prog: str, leadership: Leadership, signals: Signals) -> int:
-    """Lead until a stop signal (resign, 0) or loss (one line on stderr, 3)."""
+async def hold(prog: str, leadership: Leadership, signals: Signals, bound: ExitBound) -> int:
+    """Lead until a stop signal (resign, 0) or loss (one line on stderr, 3); then begin the
+    exit's bound: the close after a loss is short (what is left expires with the lease)."""
     ended = asyncio.get_running_loop().create_future()
 
     def end(_: object = None) -> None:
@@ -199,19 +199,23 @@ async def hold(prog: str, leadership: Leadership, signals: Signals) -> int:
     if leadership.lost.is_set():
         reason = leadership.lost.reason
         if reason is not None:
+            bound.begin(CLOSE_AFTER_LOSS_TIMEOUT)
             error(
                 prog,
                 f"lost leadership of {leadership.name.decode(errors='replace')}: {reason}",
             )
             return EXIT_LOST
+        bound.begin(CLOSE_TIMEOUT)
         return EXIT_OK
-    await resign(prog, leadership)
+    bound.begin(CLOSE_TIMEOUT)
+    await resign(prog, leadership, bound)
     return EXIT_OK
 
 
-async def resign(prog: str, leadership: Leadership) -> None:
+async def resign(prog: str, leadership: Leadership, bound: ExitBound) -> None:
+    """Resign within what is left of the exit's bound; say so if that fails."""
     try:
-        async with asyncio.timeout(CLOSE_TIMEOUT):
+        async with asyncio.timeout(bound.left()):
             await leadership.resign()
     except Exception as err:
         error(

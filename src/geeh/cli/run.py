@@ -9,7 +9,6 @@ import errno
 import os
 import signal
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GeehError
@@ -18,6 +17,7 @@ from .common import (
     EXIT_CODES_EPILOG,
     EXIT_LOST,
     EXIT_USAGE,
+    ExitBound,
     HelpFormatter,
     Interrupted,
     Signals,
@@ -28,7 +28,7 @@ from .common import (
     error,
     positive_float,
 )
-from .elect import add_ttl_option, campaign
+from .elect import add_ttl_option, campaign, resign
 from .health import add_health_option
 from .metrics import add_metrics_option
 from .proctree import CommandTree
@@ -132,35 +132,6 @@ async def run_while_leader(args: argparse.Namespace, signals: Signals) -> int:
             return await run_child(args, leadership, signals, bound)
     except Interrupted as stop:
         return 128 + stop.signum  # CMD never ran
-
-
-class ExitBound:
-    """One time limit on everything geeh does after CMD's tree is gone: resign, then close."""
-
-    def __init__(self) -> None:
-        self._until: float | None = None
-
-    def begin(self, seconds: float) -> None:
-        if self._until is None:
-            self._until = time.monotonic() + seconds
-
-    def left(self) -> float:
-        if self._until is None:
-            return CLOSE_TIMEOUT
-        return max(0.0, self._until - time.monotonic())
-
-
-async def resign(prog: str, leadership: Leadership, bound: ExitBound) -> None:
-    """Resign within what is left of the bound; say so if that fails."""
-    try:
-        async with asyncio.timeout(bound.left()):
-            await leadership.resign()
-    except Exception as err:
-        error(
-            prog,
-            f"could not resign ({str(err) or 'timed out'}); the key goes when its lease "
-            f"expires (within {leadership.session.ttl}s)",
-        )
 
 
 async def run_child(
