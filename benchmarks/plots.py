@@ -139,21 +139,17 @@ def cost(path: str, roles: list[S]) -> None:
 
 def draw(data: S, out_dir: str) -> None:
     """Every plot whose stage is in the results, into ``out_dir``."""
-    from .report import CLUSTERS, ETCDCTL, GEEH, INPROC, OBSERVERS
+    from .report import CLUSTERS, COMPARED
 
     os.makedirs(out_dir, exist_ok=True)
-    handoff = [(ETCDCTL, "`etcdctl elect` (reference)"), (GEEH, "`geeh elect`")]
     kinds = {
-        "handoff.png": [
-            ("handoff", "Hand-off, processes", handoff),
-            ("inproc", "Hand-off, in-process", INPROC),
-        ],
-        "observers.png": [("observers", "Observer notification", OBSERVERS)],
+        "handoff.png": [("handoff", "Hand-off, processes"), ("inproc", "Hand-off, in-process")],
+        "observers.png": [("observers", "Observer notification")],
     }
     for png, stages in kinds.items():
         panels = [
-            (f"{title}, {c} etcd", [(label, data[name][c][k]) for k, label in rows])
-            for name, title, rows in stages
+            (f"{title}, {c} etcd", [(label, data[name][c][k]) for k, label in COMPARED[name][0]])
+            for name, title in stages
             for c in CLUSTERS
             if c in data.get(name, {})
         ]
