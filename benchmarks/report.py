@@ -114,6 +114,7 @@ def _compared(name: str) -> Callable[[S], None]:
     def derive(section: S) -> None:
         for c in section.values():
             c["table"] = comparison([(label, c[k]) for k, label in rows], c[ref])
+            c["met"] = {k: _met(c[k]["median"] / c[ref]["median"] <= 1.0) for k, _ in rows}
             if name == "handoff":
                 for impl in (ETCDCTL, GEEH):
                     c[impl]["by_method"] = by_method(c[impl])
@@ -150,7 +151,8 @@ def _crash(section: S) -> None:
     rows = []
     for t, s in _by_ttl(section["1-member"]):
         rows.append([f"{t} s", s["n"], *(_f(s[k], ".3f") for k in LATENCY)])
-        rows[-1] += [f"{s['p99'] - t:+.3f}", _met(s["p99"] <= t + 0.6)]
+        s["met"] = _met(s["p99"] <= t + 0.6)
+        rows[-1] += [f"{s['p99'] - t:+.3f}", s["met"]]
     head = "TTL> | trials> | median s> | p90 s> | p99 s> | max s> | p99 - TTL s> "
     section["1-member"]["table"] = table(head + "| goal: p99 <= TTL + 0.6 s", rows)
 
@@ -176,6 +178,10 @@ def _scale(section: S) -> None:
         where = f"{r['cluster']}, {r['processes']} proc"
         goals.append([where, r["waiting"], _f(lat["median"], "ms"), f"{lat_x:.2f}", _f(req), req_x])
         goals[-1] += verdicts
+        if r["cluster"] == "1-member" and r["waiting"] == 1000 and r["processes"] == 1:
+            heap = section["1-member"].get("traced", {}).get("traced_per_candidate")
+            memory = {"rss_kib": r["rss_per_candidate"] / 1024, "heap_kib": heap and heap / 1024}
+            section["1-member"]["memory"] = memory
         for path, n in r["paths"].items():
             by = paths.setdefault(r["waiting"], {}).setdefault(path.rsplit("/", 1)[-1], [])
             by.append(n / max(1, lat["n"]))
@@ -288,60 +294,6 @@ TABLES: dict[str, Callable[[S], None]] = {
 }
 
 
-# -- across stages -------------------------------------------------------------------------
-
-
-def _vs(what: str, ours: S, ref: S, ref_label: str, goal: bool = True) -> list[str]:
-    r = ours["median"] / ref["median"]
-    verdict = ["<= 1.0", _met(r <= 1.0)] if goal else ["close to 1", ""]
-    cells = [f"{_f(ours['median'], 'ms')} ms", f"{_f(ref['median'], 'ms')} ms ({ref_label})"]
-    return [what, *cells, f"{r:.2f}", *verdict]
-
-
-def headline(data: S) -> str:
-    """gee-h against its reference, with the goal where there is one."""
-    rows = []
-    for c, h in [(c, data.get("handoff", {}).get(c)) for c in CLUSTERS]:
-        if h:
-            what = f"graceful hand-off, processes (SIGINT), {c} etcd, median"
-            rows.append(_vs(what, h[GEEH], h[ETCDCTL], "`etcdctl elect`"))
-            g, e = h[GEEH]["requests_per_sample"], h[ETCDCTL]["requests_per_sample"]
-            what = f"etcd requests per graceful hand-off (1 waiting), {c} etcd"
-            rows.append([what, _f(g), f"{_f(e)} (`etcdctl elect`)", _ratio(g, e), "(report)", ""])
-    for c, i in [(c, data.get("inproc", {}).get(c)) for c in CLUSTERS]:
-        if i:
-            what = f"graceful hand-off, in-process `resign()`, {c} etcd, median"
-            rows.append(_vs(what, i["resign"], i["floor"], "floor: commit + watch event", False))
-    for c, o in [(c, data.get("observers", {}).get(c)) for c in CLUSTERS]:
-        for kind, label in ((GEEH, "`geeh elect --listen`"), ("in-process", "`observe()`")):
-            if o:
-                what = f"observer notification, {label}, {c} etcd, median"
-                rows.append(_vs(what, o[kind], o[ETCDCTL], "`etcdctl elect -l`"))
-    for t, s in _by_ttl(data.get("crash", {}).get("1-member", {})):
-        what = f"crash failover (SIGKILL), TTL {t} s, p99 (median {s['median']:.2f} s)"
-        ref = "n/a (`etcdctl elect`: TTL fixed at 60 s)"
-        goal = f"<= TTL + 0.6 s = {t + 0.6:.1f} s"
-        rows.append([what, f"{s['p99']:.2f} s", ref, "", goal, _met(s["p99"] <= t + 0.6)])
-    scale = data.get("scale", {}).get("1-member", {})
-    for r in scale.get("results", []):
-        if r["waiting"] == 1000 and r["processes"] == 1:
-            heap = scale.get("traced", {}).get("traced_per_candidate")
-            mem = f"{r['rss_per_candidate'] / 1024:.1f} KiB RSS; "
-            mem += f"{_f(heap and heap / 1024, '.1f')} KiB Python heap"
-            what = "memory per waiting candidate (1000 in one process)"
-            rows.append([what, mem, "n/a (`etcdctl elect`: a process each)", "", "(report)", ""])
-    cost = data.get("cost", {})
-    for role, ttl in (("leader", "ttl60"), ("waiting", "ttl60"), ("observer", "ttldefault")):
-        g, e = cost.get(f"{role}-{GEEH}-{ttl}"), cost.get(f"{role}-{ETCDCTL}-ttldefault")
-        if g and e:
-            what = f"idle {role}{' (TTL 60 s both)' if ttl == 'ttl60' else ''}: "
-            what += "etcd requests / CPU s, per minute"
-            pair = [f"{x['per_minute']:.1f} / {x['cpu_per_minute']:.3f}" for x in (g, e)]
-            ratios = " / ".join(_ratio(g[k], e[k]) for k in ("per_minute", "cpu_per_minute"))
-            rows.append([what, pair[0], f"{pair[1]} (`etcdctl`)", ratios, "(report)", ""])
-    return table("what | gee-h> | reference> | ratio> | goal | ", rows)
-
-
 def values(data: S) -> S:
     """The results plus the tables and run facts the template reads."""
     v = copy.deepcopy(data)
@@ -364,7 +316,6 @@ def values(data: S) -> S:
     if missing:
         notes.append(f"- Not measured in this run: {', '.join(missing)}.")
     meta["notes"] = "\n".join(notes) or "- Every stage ran in this run, and none failed."
-    v["headline"] = {"table": headline(data)}
     return v
 
 
