@@ -44,8 +44,6 @@ class Config:
         """A trial count (or a duration): ``full`` normally, ``quick`` with --quick."""
         return quick if self.quick else full
 
-    secs = n
-
 
 # -- statistics --------------------------------------------------------------------------------
 
@@ -294,7 +292,6 @@ class Etcd:
     """Raw etcd operations for the driver, over gee-h's transport (one Client)."""
 
     def __init__(self, client: geeh.Client) -> None:
-        self.client = client
         self.transport = client.core.transport
 
     async def count(self, name: str) -> int:

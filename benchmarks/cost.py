@@ -1,15 +1,9 @@
-"""5. The cost of leading, waiting and observing: etcd requests and CPU per minute, idle.
+"""5. Idle cost of leading, waiting and observing: etcd requests and CPU per minute.
 
-``run``: each role runs as its own process against an etcd of its own (single member), all at
-the same time, so etcd's own counters (``grpc_server_msg_received_total`` on /metrics: every
-unary request and every message received on a stream, keepalives and watch requests
-included) are that one process's traffic, for gee-h and etcdctl alike. CPU is the process's
-user + system time, RSS its resident memory at the end.
-
-``fleet`` (5b): for each N, N ``geeh observe`` processes watch one election (a leader key
-without a lease) on an etcd of their own, then N ``etcdctl elect -l`` on another; over an idle
-window the driver reads what reached etcd (the same counters) and the CPU etcd itself spent.
-The two fleets are measured one after the other, so that each has the two cores to itself.
+``run``: each role is one process on an etcd of its own, all at once, so etcd's counters on
+/metrics (every unary request and stream message received) are that process's traffic.
+``fleet`` (5b): N observer processes of one election on an etcd of their own, gee-h's and
+etcdctl's one after the other: what reached etcd, and the CPU etcd spent.
 """
 
 from __future__ import annotations
@@ -122,7 +116,7 @@ async def run(cfg: Config) -> dict[str, Role]:
                 sum(p.cpu_times()[:2]) for p in ps
             ]
 
-        (before, cpu0), (after, cpu1), elapsed = await idle(cfg.secs(60, 12), read)
+        (before, cpu0), (after, cpu1), elapsed = await idle(cfg.n(60, 12), read)
         for i, role in enumerate(roles):
             role.seconds = elapsed
             role.cpu = cpu1[i] - cpu0[i]
@@ -189,7 +183,7 @@ async def fleet(cfg: Config) -> dict[str, Fleet]:
         for n in cfg.n((10, 100), (10,)):
             for impl in (GEEH, ETCDCTL):
                 print(f"    {n} x {impl}", flush=True)
-                out[f"{impl}-{n}"] = await _fleet(impl, n, cfg.secs(60, 15))
+                out[f"{impl}-{n}"] = await _fleet(impl, n, cfg.n(60, 15))
     finally:
         kill_all()
     return out

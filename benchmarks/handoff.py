@@ -1,15 +1,9 @@
-"""1. Hand-offs: the leader goes until the successor knows it leads.
+"""1. Hand-offs, gee-h beside ``etcdctl elect`` (the report's sections 1 and 3 say how).
 
-(a) process level: SIGINT to a leader process (``geeh elect`` vs ``etcdctl elect``) until the
-    successor process (the same kind) prints its key line. Interleaved: one reference trial,
-    one gee-h trial, order swapped every pair.
-(b) in-process: ``await leadership.resign()`` until the waiting candidate's ``campaign``
-    returns (two Clients in one event loop), vs the floor: one Delete commit plus one watch
-    event delivered, with gee-h's own transport and watch stream, and with ``etcdctl watch``.
-3.  crash failover: the leader process is SIGKILLed; time until the successor prints its key.
-    gee-h only: ``etcdctl elect``'s session TTL is fixed at 60 s, so it has no comparable
-    figure. The TTL 2 s and TTL 5 s chains run side by side on two elections (their trials
-    overlap in time: each spends nearly all of it idle, waiting for etcd to expire the lease).
+``process_level``: SIGINT to a leader process until its successor prints its key line, one
+reference trial and one gee-h trial in turn. ``in_process``: ``resign()`` until the waiting
+campaign returns, against the floor (one Delete plus one watch event, gee-h's and etcdctl's).
+``crash``: SIGKILL to the leader (gee-h only, TTL 2 s and 5 s side by side).
 """
 
 from __future__ import annotations

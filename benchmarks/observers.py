@@ -1,24 +1,11 @@
 """2. Observer notification: from a leader change until an observer reports the new leader.
 
-Every election here has a leader key and one waiting key; a trial deletes the leader key (so
-the next-oldest key leads) and times each observer of that election from the Delete to its
-report of the new leader; then a key joins at the tail.
-
-``run``: every kind of observer watches an election of its own, all running for the whole
-benchmark; the trials rotate over the kinds, so exactly one observer wakes per trial:
-
-- ``etcdctl elect -l`` (the reference), a process: time until it prints the new key line;
-- ``geeh elect --listen``, a process: the same;
-- ``election.observe()`` in the driver's event loop, on a Client of its own;
-- the floor: a raw gee-h watch event for the same Delete.
-
-``side_by_side`` (2c): in production observers run side by side, so there ``geeh observe``
-and ``etcdctl elect -l`` watch the same election, in separate processes on the same cores,
-and one Delete wakes both. Interleaved with those trials, in the same run, the sequential
-case again: the same two commands each on an election of its own, woken one at a time. When
-py-spy is installed, the gee-h observer of the side-by-side pair is then profiled over more
-trials (``py-spy record --format raw``, busy samples only), and the report lists where its
-samples fell; the profile is written to benchmarks/results/.
+A trial deletes an election's leader key (so the next-oldest key leads) and times each of its
+observers from the Delete to its report. ``run``: every kind of observer (``etcdctl elect -l``,
+``geeh elect --listen``, ``observe()`` in-process, and the floor: a raw watch event) on an
+election of its own, woken one per trial in rotation. ``side_by_side`` (2c): ``geeh observe``
+and ``etcdctl elect -l`` on one election, woken by the same Delete, interleaved with each
+alone; then, with py-spy installed, the gee-h observer profiled over more trials.
 """
 
 from __future__ import annotations
@@ -34,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import geeh
@@ -90,38 +78,27 @@ class Election:
         await self.etcd.clear(self.name)
 
 
+async def _observe(client: geeh.Client, e: Election, add: Callable[[bytes], None]) -> None:
+    async with client.election(e.name).observe() as changes:
+        async for leader in changes:
+            if leader is not None:
+                add(leader.key)
+
+
+async def _raw_watch(client: geeh.Client, e: Election, add: Callable[[bytes], None]) -> None:
+    start = await e.etcd.revision() + 1
+    watch = client.core.watches.watch(
+        e.prefix, range_end=prefix_end(e.prefix), start_revision=start
+    )
+    with watch:
+        while True:
+            for event in (await watch.next()).events:
+                if event.type == event.DELETE:
+                    add(event.kv.key)
+
+
 def _process(impl: str, endpoints: list[str], command: str) -> Callable[[Election], Lines]:
     return lambda e: Proc(cli(impl, endpoints, command, e.name), f"{impl}-{command}")
-
-
-def _in_process(client: geeh.Client) -> Callable[[Election], Lines]:
-    def make(e: Election) -> Lines:
-        async def observe(add: Callable[[bytes], None]) -> None:
-            async with client.election(e.name).observe() as changes:
-                async for leader in changes:
-                    if leader is not None:
-                        add(leader.key)
-
-        return Feed("in-process", observe)
-
-    return make
-
-
-def _floor(client: geeh.Client) -> Callable[[Election], Lines]:
-    def make(e: Election) -> Lines:
-        async def watch(add: Callable[[bytes], None]) -> None:
-            start = await e.etcd.revision() + 1
-            with client.core.watches.watch(
-                e.prefix, range_end=prefix_end(e.prefix), start_revision=start
-            ) as w:
-                while True:
-                    for event in (await w.next()).events:
-                        if event.type == event.DELETE:
-                            add(event.kv.key)
-
-        return Feed(FLOOR, watch)
-
-    return make
 
 
 async def _latency(e: Election, kind: str) -> float:
@@ -142,8 +119,8 @@ async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Series
         makers = {
             ETCDCTL: _process(ETCDCTL, endpoints, "listen"),
             GEEH: _process(GEEH, endpoints, "listen"),
-            "in-process": _in_process(client),
-            FLOOR: _floor(client),
+            "in-process": lambda e: Feed("in-process", partial(_observe, client, e)),
+            FLOOR: lambda e: Feed(FLOOR, partial(_raw_watch, client, e)),
         }
         elections = {kind: Election(f"bench-observe-{kind}", etcd) for kind in LABELS}
         try:

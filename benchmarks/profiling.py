@@ -1,14 +1,9 @@
-"""6. Profiles (pyinstrument) of gee-h's hand-off path, to find where time goes.
+"""6. Profiles (pyinstrument) of gee-h's hand-off path, and the wait read's cost in etcd.
 
-All candidates of one election on one Client in this process (as in one service process);
-the profiler runs only inside each hand-off window, from ``resign()`` until the successor's
-``campaign`` returns, sampling the whole thread every 100 us (async_mode disabled: the time
-the event loop spends waiting in epoll shows as such). Run with 1 and with many waiting
-candidates; the text trees are saved in benchmarks/results/.
-
-Also the cost of the campaign's wait read on etcd's side: the same Range a waiting candidate
-sends (``Campaign._wait``: keys created up to a revision, newest first, limit 3) under a
-prefix of 10, 100 and 1000 keys, against a point read of one key as the baseline, in rotation.
+All candidates on Clients in this process; the profiler samples the thread every 100 us only
+inside hand-off windows (``resign()`` until the successor's ``campaign`` returns; epoll shows
+as such). ``read_cost``: the Range a waiting campaign sends (``Campaign._wait``) under 10, 100
+and 1000 keys, against a point read, in rotation.
 """
 
 from __future__ import annotations

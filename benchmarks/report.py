@@ -15,7 +15,8 @@ from typing import Any
 
 from . import plots
 from .common import ETCDCTL, GEEH, RESULTS
-from .render import format_value, render
+from .render import format_value as _f
+from .render import render
 
 S = dict[str, Any]  # a Series as saved: label, samples, n, median, p90, p99, max, ...
 SCALE_GOAL = 1.5  # issue 5: at 1000 waiting, at most this times the 1-waiting figure
@@ -46,10 +47,6 @@ COMPARED: dict[str, tuple[list[tuple[str, str]], str]] = {
 }
 
 
-def _f(v: float | None, spec: str = ".2f") -> str:
-    return format_value(v, spec)
-
-
 def _ratio(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or not b else f"{a / b:.2f}"
 
@@ -60,10 +57,6 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
-
-
-def _by_ttl(series: S) -> list[tuple[int, S]]:
-    return sorted((int(ttl), s) for ttl, s in series.items())
 
 
 def _per_minute(counts: S, seconds: float, per: int = 1) -> str:
@@ -149,7 +142,7 @@ def _concurrent(section: S) -> None:
 
 def _crash(section: S) -> None:
     rows = []
-    for t, s in _by_ttl(section["1-member"]):
+    for t, s in sorted((int(ttl), s) for ttl, s in section["1-member"].items()):
         rows.append([f"{t} s", s["n"], *(_f(s[k], ".3f") for k in LATENCY)])
         s["met"] = _met(s["p99"] <= t + 0.6)
         rows[-1] += [f"{s['p99'] - t:+.3f}", s["met"]]

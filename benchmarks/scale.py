@@ -1,14 +1,11 @@
 """4. Scale: 1, 10, 100 and 1000 waiting candidates in one election.
 
-Candidates live in worker processes (benchmarks/scale_worker.py): all in one process, or spread
-round-robin over four. All queue lengths run at once, each in an election and worker processes
-of its own, and their hand-offs alternate (a rotation), so drift hits every size alike.
-Each hand-off: the leader resigns (its worker stamps T0), the next
-candidate's campaign returns (its worker stamps T1); then one candidate is added at the tail, so
-the queue length stays N. etcd requests per hand-off are the workers' counter deltas between
-just before the resign and SETTLE seconds after the win (the tail refill is not counted). Memory per
-waiting candidate: the one-process worker's RSS growth from 0 to N waiting candidates, divided
-by N; and, in a separate run under tracemalloc, the Python heap growth per candidate.
+Candidates live in worker processes (benchmarks/scale_worker.py), all in one or round-robin
+over four. All queue lengths run at once, each in an election and workers of its own, their
+hand-offs in rotation. A hand-off: the leader's worker stamps the resign, the successor's its
+win; then a candidate joins at the tail. Requests are the workers' counters from just before
+the resign to SETTLE after the win; memory, the one-process worker's RSS growth per
+candidate, and in a separate run the Python heap growth (tracemalloc).
 """
 
 from __future__ import annotations

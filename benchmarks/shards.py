@@ -66,7 +66,7 @@ async def _one(n: int, seconds: float) -> Shards:
 
 
 async def run(cfg: Config) -> dict[str, Shards]:
-    seconds = cfg.secs(60, 15)
+    seconds = cfg.n(60, 15)
     sizes = (10, 100, 1000) if cfg.quick else (10, 100, 1000, 10_000)
     out: dict[str, Shards] = {}
     try:

@@ -1,12 +1,8 @@
-"""4b. A member switch with many waiting candidates on one client.
+"""4b. A member switch with many waiting candidates on one client (3-member etcd).
 
-When a client leaves an etcd member (it failed, or answered too slowly), every watch of the
-client moves to the next member, and until the watches are re-established no waiting candidate
-can see its predecessor go. This measures a hand-off that starts right after the switch: the
-driver reports the pinned member failed (``Transport.fail``, what the transport itself does on
-a timeout), then the leader resigns at once; time until the successor's campaign returns. With
-10 and with 1000 waiting candidates on a client (two clients, one election each), interleaved,
-on a 3-member cluster; plain hand-offs (no switch) alternate with them as the baseline.
+The driver reports the client's member failed (``Transport.fail``, as the transport does on a
+timeout), then the leader resigns at once: time until the successor's campaign returns, with
+10 and 1000 waiting on a client, interleaved with plain hand-offs as the baseline.
 """
 
 from __future__ import annotations
