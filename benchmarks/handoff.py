@@ -127,7 +127,6 @@ async def in_process(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str,
         "floor-go": Series("floor: Delete + `etcdctl watch` prints"),
     }
     await etcd.clear(name)
-    watcher: Proc | None = None
     async with geeh.Client(endpoints) as a, geeh.Client(endpoints) as b:
         clients, serial = [a, b], itertools.count()
         leadership = await a.election(name).campaign(b"a", ttl=10)
@@ -158,7 +157,6 @@ async def in_process(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str,
             return t1 - t0
 
         async def floor_go() -> float:
-            assert watcher is not None
             await etcd.put(floor_key)
             await asyncio.sleep(0.05)
             start = len(watcher.lines)
@@ -169,14 +167,13 @@ async def in_process(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str,
 
         trials: dict[str, Callable[[], Awaitable[float]]]
         trials = {"resign": resign, "floor": floor, "floor-go": floor_go}
+        watcher = Proc(cli(ETCDCTL, endpoints, "watch", floor_key.decode()), "etcdctl-watch")
         try:
-            watcher = Proc(cli(ETCDCTL, endpoints, "watch", floor_key.decode()), "etcdctl-watch")
             await asyncio.sleep(0.5)
             for kind in rotation(cfg.n(120, 30), list(trials)):
                 series[kind].add(await trials[kind]())
         finally:
-            if watcher is not None:
-                await watcher.stop()
+            await watcher.stop()
             await leadership.resign()
     await etcd.clear(name)
     await etcd.delete(floor_key)

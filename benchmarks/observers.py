@@ -149,20 +149,20 @@ async def side_by_side(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[st
         for impl in (GEEH, ETCDCTL)
     }
     observe = {impl: _process(impl, endpoints, "observe") for impl in (GEEH, ETCDCTL)}
-    pair = Election("bench-concurrent", etcd)
-    alone = {impl: Election(f"bench-alone-{impl}", etcd) for impl in (GEEH, ETCDCTL)}
+    elections = {impl: Election(f"bench-alone-{impl}", etcd) for impl in (GEEH, ETCDCTL)}
+    pair = elections[CONCURRENT] = Election("bench-concurrent", etcd)
     profile: dict[str, list[tuple[str, float]]] = {}
     spy: subprocess.Popen[bytes] | None = None
     raw = os.path.join(tempfile.gettempdir(), "geeh-bench-concurrent.pyspy")
     try:
         await pair.start(observe)
-        for impl, e in alone.items():
-            await e.start({impl: observe[impl]})
+        for impl in (GEEH, ETCDCTL):
+            await elections[impl].start({impl: observe[impl]})
         await asyncio.sleep(0.5)
         for step in rotation(rounds, [CONCURRENT, GEEH, ETCDCTL]):
             await asyncio.sleep(SETTLE)
             try:
-                got = await (pair if step == CONCURRENT else alone[step]).trial()
+                got = await elections[step].trial()
                 for impl, value in got.items():
                     series[(CONCURRENT if step == CONCURRENT else SEQUENTIAL, impl)].add(value)
             except (TimeoutError, RuntimeError) as err:
@@ -182,8 +182,7 @@ async def side_by_side(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[st
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()
-        await pair.close()
-        for e in alone.values():
+        for e in elections.values():
             await e.close()
     return {"series": series, "profile": profile, "profiled": spy is not None}
 
