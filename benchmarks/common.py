@@ -1,5 +1,6 @@
-"""What every benchmark shares: configuration, statistics, child processes, the machine, and
-the conversion of a stage's results to JSON."""
+"""What every benchmark shares: configuration, statistics, time-stamped lines from child
+processes (or from observers in this process), the driver's view of etcd and its counters, the
+trial loop, and the conversion of a stage's results to JSON."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -18,25 +18,21 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import geeh
 from geeh._proto import rpc_pb2 as rpc
 from geeh.keys import election_prefix, prefix_end
 from geeh.net.retry import DELETE, PUT, RANGE
-from geeh.testing import find_etcd, find_etcdctl
+from geeh.testing import LocalEtcdCluster, find_etcdctl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 LOG_DIR = tempfile.mkdtemp(prefix="geeh-bench-logs-")
-
-GEEH = "gee-h"
-ETCDCTL = "etcdctl"
-
-
-# -- configuration -----------------------------------------------------------------------------
+GEEH, ETCDCTL = "gee-h", "etcdctl"
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,11 +40,8 @@ class Config:
     quick: bool = False
     out_dir: str = RESULTS  # where stages write files of their own (profiles)
 
-    def n(self, full: int, quick: int) -> int:
-        """A trial count: ``full`` normally, ``quick`` with --quick."""
-        return quick if self.quick else full
-
-    def secs(self, full: float, quick: float) -> float:
+    def n(self, full: T, quick: T) -> T:
+        """A trial count (or a duration): ``full`` normally, ``quick`` with --quick."""
         return quick if self.quick else full
 
 
@@ -62,8 +55,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
     s = sorted(samples)
     pos = (len(s) - 1) * q / 100.0
     lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
 
 
 @dataclass
@@ -78,21 +70,10 @@ class Series:
     def add(self, value: float) -> None:
         self.samples.append(value)
 
-    @property
-    def n(self) -> int:
-        return len(self.samples)
-
-    @property
-    def median(self) -> float:
-        return percentile(self.samples, 50)
-
-    @property
-    def p90(self) -> float:
-        return percentile(self.samples, 90)
-
-    @property
-    def p99(self) -> float:
-        return percentile(self.samples, 99)
+    n = property(lambda self: len(self.samples))
+    median = property(lambda self: percentile(self.samples, 50))
+    p90 = property(lambda self: percentile(self.samples, 90))
+    p99 = property(lambda self: percentile(self.samples, 99))
 
     @property
     def requests_per_sample(self) -> float:
@@ -101,68 +82,56 @@ class Series:
             return math.nan
         return sum(sum(c.values()) for c in self.requests) / len(self.requests)
 
-    @property
-    def min(self) -> float:
-        return min(self.samples) if self.samples else math.nan
-
-    @property
-    def max(self) -> float:
-        return max(self.samples) if self.samples else math.nan
+    min = property(lambda self: min(self.samples) if self.samples else math.nan)
+    max = property(lambda self: max(self.samples) if self.samples else math.nan)
 
 
-# -- child processes ---------------------------------------------------------------------------
+async def attempt(series: Series, what: str, trial: Awaitable[float]) -> bool:
+    """One trial into ``series``; a timeout or a dead process counts as a failure."""
+    try:
+        series.add(await trial)
+        return True
+    except (TimeoutError, RuntimeError) as err:
+        print(f"    {what} trial failed: {err}")
+        series.failures += 1
+        return False
 
-_ALL: list[Proc] = []
+
+def rotation(rounds: int, items: Sequence[T]) -> Iterator[T]:
+    """Every item ``rounds`` times, each round starting one item further: interleaved trials,
+    so that drift and noise fall on every kind alike."""
+    for k in range(rounds):
+        shift = k % len(items)
+        yield from [*items[shift:], *items[:shift]]
 
 
-class Proc:
-    """A child process whose stdout lines are time-stamped (time.monotonic) as they arrive.
+# -- time-stamped lines ----------------------------------------------------------------------
 
-    A thread per child does the blocking reads and takes the time stamp the moment a line is
-    read, so the time stamp does not depend on when the event loop gets round to it.
+
+class Lines:
+    """Lines stamped with time.monotonic() as they arrive, and a wait for one that matches.
+
     CLOCK_MONOTONIC is system-wide, so these stamps compare with ones taken in other processes.
     """
 
-    def __init__(self, argv: Sequence[str], label: str, *, stdin: bool = False) -> None:
-        self.label = label
-        self.argv = list(argv)
-        self._loop = asyncio.get_running_loop()
-        self._event = asyncio.Event()
+    label = "lines"
+
+    def __init__(self) -> None:
         self.lines: list[tuple[float, bytes]] = []
         self.eof = False
-        env = dict(os.environ)
-        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        self.stderr_path = os.path.join(LOG_DIR, f"{label}-{len(_ALL)}.err")
-        with open(self.stderr_path, "wb") as err:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                cwd=REPO,
-                env=env,
-                start_new_session=True,  # a Ctrl-C on the terminal goes to us, not to them
-            )
-        _ALL.append(self)
-        self._thread = threading.Thread(target=self._read, daemon=True, name=f"read-{label}")
-        self._thread.start()
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
+    def add(self, line: bytes) -> None:
+        """A line, stamped now (from the event loop's thread)."""
+        self.lines.append((time.monotonic(), line))
+        self._event.set()
 
-    def _read(self) -> None:
-        out = self.popen.stdout
-        assert out is not None
-        for raw in iter(out.readline, b""):
-            stamp = time.monotonic()
-            self.lines.append((stamp, raw.rstrip(b"\n")))
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._event.set)
-        self.eof = True
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._event.set)
+    def tail_stderr(self) -> str:
+        return "no stderr"
+
+    async def stop(self) -> None:
+        """Stop what feeds the lines (here: nothing)."""
 
     async def wait_line(
         self, pred: Callable[[bytes], bool], start: int = 0, timeout: float = 30.0
@@ -183,6 +152,57 @@ class Proc:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), remaining)
 
+
+class Feed(Lines):
+    """Lines from an observer in this event loop: ``watch(add)`` runs as a task until stop."""
+
+    def __init__(self, label: str, watch: Callable[[Callable[[bytes], None]], Awaitable[None]]):
+        super().__init__()
+        self.label = label
+        self.task = asyncio.ensure_future(watch(self.add))
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+_ALL: list[Proc] = []
+
+
+class Proc(Lines):
+    """A child process whose stdout lines are stamped as they arrive: a thread per child does
+    the blocking reads and stamps a line the moment it is read, whenever the loop gets to it."""
+
+    def __init__(self, argv: Sequence[str], label: str, *, stdin: bool = False) -> None:
+        super().__init__()
+        self.label = label
+        env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.stderr_path = os.path.join(LOG_DIR, f"{label}-{len(_ALL)}.err")
+        with open(self.stderr_path, "wb") as err:
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=REPO,
+                env=env,
+                start_new_session=True,  # a Ctrl-C on the terminal goes to us, not to them
+            )
+        self.pid = self.popen.pid
+        _ALL.append(self)
+        threading.Thread(target=self._read, daemon=True, name=f"read-{label}").start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in iter(self.popen.stdout.readline, b""):
+            self.lines.append((time.monotonic(), raw.rstrip(b"\n")))
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._event.set)
+        self.eof = True
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._event.set)
+
     def send(self, line: str) -> None:
         assert self.popen.stdin is not None
         self.popen.stdin.write(line.encode() + b"\n")
@@ -190,7 +210,7 @@ class Proc:
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.popen.pid, sig)
+            os.kill(self.pid, sig)
 
     async def wait_exit(self, timeout: float = 10.0) -> int | None:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -230,30 +250,24 @@ def kill_all() -> None:
     _ALL.clear()
 
 
-# -- elect commands: gee-h's CLI and etcdctl -------------------------------------------------
+# What each command is, for etcdctl and for gee-h's CLI.
+COMMANDS = {
+    "elect": (["elect"], ["elect"]),
+    "listen": (["elect", "-l"], ["elect", "--listen"]),
+    "observe": (["elect", "-l"], ["observe"]),
+    "watch": (["watch"], []),
+}
 
 
-def geeh_cli() -> list[str]:
-    return [sys.executable, "-m", "geeh.cli"]
-
-
-def elect_argv(
-    impl: str, endpoints: Sequence[str], name: str, value: str, ttl: int | None = None
+def cli(
+    impl: str, endpoints: Sequence[str], command: str, *args: str, ttl: int | None = None
 ) -> list[str]:
-    eps = ",".join(endpoints)
+    """The argv of ``command`` (see COMMANDS) for ``impl``; ``ttl`` is gee-h's alone."""
+    words, eps = COMMANDS[command][impl == GEEH], ",".join(endpoints)
     if impl == ETCDCTL:
-        return [find_etcdctl(), f"--endpoints={eps}", "elect", name, value]
-    argv = [*geeh_cli(), "elect", name, value, "--endpoints", eps]
-    if ttl is not None:
-        argv += ["--ttl", str(ttl)]
-    return argv
-
-
-def listen_argv(impl: str, endpoints: Sequence[str], name: str) -> list[str]:
-    eps = ",".join(endpoints)
-    if impl == ETCDCTL:
-        return [find_etcdctl(), f"--endpoints={eps}", "elect", "-l", name]
-    return [*geeh_cli(), "elect", "--listen", name, "--endpoints", eps]
+        return [find_etcdctl(), f"--endpoints={eps}", *words, *args]
+    ttl_args = ["--ttl", str(ttl)] if ttl is not None else []
+    return [sys.executable, "-m", "geeh.cli", *words, *args, "--endpoints", eps, *ttl_args]
 
 
 def is_key_of(name: str) -> Callable[[bytes], bool]:
@@ -261,22 +275,29 @@ def is_key_of(name: str) -> Callable[[bytes], bool]:
     return lambda line: line.startswith(prefix)
 
 
-# -- the driver's own view of etcd ------------------------------------------------------------
+# -- etcd: the driver's own view, and etcd's counters ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def local_etcd(members: int = 1) -> AsyncIterator[LocalEtcdCluster]:
+    cluster = LocalEtcdCluster(members)
+    await asyncio.to_thread(cluster.start)
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.close)
 
 
 class Etcd:
     """Raw etcd operations for the driver, over gee-h's transport (one Client)."""
 
     def __init__(self, client: geeh.Client) -> None:
-        self.client = client
         self.transport = client.core.transport
 
     async def count(self, name: str) -> int:
         prefix = election_prefix(name)
-        response = await self.transport.call(
-            RANGE, rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix), count_only=True)
-        )
-        return int(response.count)
+        request = rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix), count_only=True)
+        return int((await self.transport.call(RANGE, request)).count)
 
     async def revision(self) -> int:
         response = await self.transport.call(RANGE, rpc.RangeRequest(key=b"\0", count_only=True))
@@ -303,8 +324,6 @@ class Etcd:
         await self.delete(prefix, prefix_end(prefix))
 
 
-# -- etcd's own counters ----------------------------------------------------------------------
-
 _METRIC = re.compile(
     r'^grpc_server_msg_(received|sent)_total\{grpc_method="(\w+)",grpc_service="([\w.]+)",'
     r'grpc_type="(\w+)"\} (\S+)$'
@@ -316,9 +335,8 @@ def scrape(url: str, *, unary_only: bool = False, sent: bool = False) -> dict[st
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     text = opener.open(url + "/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _METRIC.match(line)
-        if not m or m.group(1) != ("sent" if sent else "received") or not float(m.group(5)):
+    for m in filter(None, map(_METRIC.match, text.splitlines())):
+        if m.group(1) != ("sent" if sent else "received") or not float(m.group(5)):
             continue
         if m.group(4) == "unary" or not unary_only:
             out[f"{m.group(3).rsplit('.', 1)[-1]}.{m.group(2)}"] = float(m.group(5))
@@ -336,6 +354,21 @@ def unary_requests(urls: Sequence[str]) -> Counter[str]:
     for url in urls:
         total.update(scrape(url, unary_only=True))
     return total
+
+
+async def idle(seconds: float, read: Callable[[], T]) -> tuple[T, T, float]:
+    """``read()`` before and after an idle window: (before, after, the window's seconds)."""
+    before, t0 = read(), time.monotonic()
+    await asyncio.sleep(seconds)
+    after = read()
+    return before, after, time.monotonic() - t0
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of ``pid``, in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- results as JSON ---------------------------------------------------------------------------
@@ -360,46 +393,3 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj
-
-
-# -- the machine -------------------------------------------------------------------------------
-
-
-def _first_line(argv: Sequence[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return ((out.stdout or out.stderr).strip().splitlines() or ["unknown"])[0]
-
-
-def _proc_field(path: str, name: str) -> str:
-    with contextlib.suppress(OSError), open(path) as f:
-        for line in f:
-            if line.startswith(name):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
-def machine() -> dict[str, Any]:
-    import grpc
-
-    rev = _first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    if _first_line(["git", "-C", REPO, "status", "--porcelain", "--", "src"]) not in (
-        "",
-        "unknown",
-    ):
-        rev += " + uncommitted changes in src/"
-    mem = _proc_field("/proc/meminfo", "MemTotal").split()[0]
-    return {
-        "cpu": _proc_field("/proc/cpuinfo", "model name"),
-        "cores": os.cpu_count(),
-        "memory": f"{int(mem) / 2**20:.1f} GiB" if mem.isdigit() else mem,
-        "kernel": platform.release(),
-        "python": f"{platform.python_version()} ({platform.python_implementation()})",
-        "grpcio": grpc.__version__,
-        "gee-h": f"{geeh.__version__} (git {rev})",
-        "etcd": _first_line([find_etcd(), "--version"]),
-        "etcdctl": _first_line([find_etcdctl(), "version"]),
-        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }

@@ -1,10 +1,9 @@
-"""5. The cost of leading, waiting and observing: etcd requests and CPU per minute, idle.
+"""5. Idle cost of leading, waiting and observing: etcd requests and CPU per minute.
 
-Each role runs as its own process against an etcd of its own (single member), all at the same
-time, so etcd's own counters (``grpc_server_msg_received_total`` on /metrics: every unary
-request and every message received on a stream, keepalives and watch requests included) are
-that one process's traffic, for gee-h and etcdctl alike. CPU is the process's user + system
-time (psutil), RSS its resident memory at the end.
+``run``: each role is one process on an etcd of its own, all at once, so etcd's counters on
+/metrics (every unary request and stream message received) are that process's traffic.
+``fleet`` (5b): N observer processes of one election on an etcd of their own, gee-h's and
+etcdctl's one after the other: what reached etcd, and the CPU etcd spent.
 """
 
 from __future__ import annotations
@@ -27,10 +26,13 @@ from .common import (
     Config,
     Etcd,
     Proc,
+    cli,
     delta,
-    elect_argv,
+    idle,
     is_key_of,
-    listen_argv,
+    kill_all,
+    local_etcd,
+    process_cpu,
     scrape,
 )
 
@@ -51,23 +53,22 @@ class Role:
     def label(self) -> str:
         name = {GEEH: "geeh elect", ETCDCTL: "etcdctl elect"}[self.impl]
         if self.role == "observer":
-            name += " -l" if self.impl == ETCDCTL else " --listen"
+            return name + (" -l" if self.impl == ETCDCTL else " --listen")
         ttl = self.ttl if self.ttl is not None else (60 if self.impl == ETCDCTL else DEFAULT_TTL)
-        return name if self.role == "observer" else f"{name} (TTL {ttl} s)"
+        return f"{name} (TTL {ttl} s)"
 
     @property
     def per_minute(self) -> float:
-        return sum(self.messages.values()) * 60 / self.seconds if self.seconds else float("nan")
+        return sum(self.messages.values()) * 60 / self.seconds if self.seconds else math.nan
 
     @property
     def cpu_per_minute(self) -> float:
-        return self.cpu * 60 / self.seconds if self.seconds else float("nan")
+        return self.cpu * 60 / self.seconds if self.seconds else math.nan
 
 
 # The longest TTL whose keepalive interval (TTL/3) is shorter than the watch probe's idle
 # period: its keepalive replies keep the watch stream's member proven alive, so no probe.
 SHORT_TTL = max(1, math.ceil(3 * PROBE_IDLE) - 1)
-
 ROLES = [
     ("leader", GEEH, SHORT_TTL),
     ("leader", GEEH, None),
@@ -81,18 +82,17 @@ ROLES = [
 ]
 
 
-async def _prepare(role: Role, cluster: LocalEtcdCluster) -> Proc:
-    endpoints = cluster.endpoints
+async def _prepare(role: Role, endpoints: list[str]) -> Proc:
     async with geeh.Client(endpoints) as client:
         etcd = Etcd(client)
         if role.role != "leader":
             # A leader that costs nothing: a plain key with no lease, older than anyone.
             await etcd.put(b"bench-cost/0", b"idle-leader")
         if role.role == "observer":
-            proc = Proc(listen_argv(role.impl, endpoints, NAME), f"cost-{role.impl}-observer")
+            proc = Proc(cli(role.impl, endpoints, "listen", NAME), f"cost-{role.impl}-observer")
             await proc.wait_line(is_key_of(NAME), timeout=30)
         else:
-            proc = Proc(elect_argv(role.impl, endpoints, NAME, "v", ttl=role.ttl), "cost")
+            proc = Proc(cli(role.impl, endpoints, "elect", NAME, "v", ttl=role.ttl), "cost")
             if role.role == "leader":
                 await proc.wait_line(is_key_of(NAME), timeout=30)
             else:
@@ -101,23 +101,22 @@ async def _prepare(role: Role, cluster: LocalEtcdCluster) -> Proc:
 
 
 async def run(cfg: Config) -> dict[str, Role]:
-    seconds = cfg.secs(60, 12)
     roles = [Role(r, impl, ttl) for r, impl, ttl in ROLES]
     clusters = [LocalEtcdCluster(1) for _ in roles]
     procs: list[Proc] = []
     try:
         await asyncio.gather(*(asyncio.to_thread(c.start) for c in clusters))
         for role, cluster in zip(roles, clusters, strict=True):
-            procs.append(await _prepare(role, cluster))
+            procs.append(await _prepare(role, cluster.endpoints))
         await asyncio.sleep(2.0)  # past start-up work (first keepalive, watch creation)
         ps = [psutil.Process(p.pid) for p in procs]
-        before = [scrape(c.client_urls[0]) for c in clusters]
-        cpu0 = [sum(p.cpu_times()[:2]) for p in ps]
-        t0 = time.monotonic()
-        await asyncio.sleep(seconds)
-        after = [scrape(c.client_urls[0]) for c in clusters]
-        cpu1 = [sum(p.cpu_times()[:2]) for p in ps]
-        elapsed = time.monotonic() - t0
+
+        def read() -> tuple[list[dict[str, float]], list[float]]:
+            return [scrape(c.client_urls[0]) for c in clusters], [
+                sum(p.cpu_times()[:2]) for p in ps
+            ]
+
+        (before, cpu0), (after, cpu1), elapsed = await idle(cfg.n(60, 12), read)
         for i, role in enumerate(roles):
             role.seconds = elapsed
             role.cpu = cpu1[i] - cpu0[i]
@@ -128,3 +127,63 @@ async def run(cfg: Config) -> dict[str, Role]:
             await p.stop()
         await asyncio.gather(*(asyncio.to_thread(c.close) for c in clusters))
     return {f"{r.role}-{r.impl}-ttl{r.ttl or 'default'}": r for r in roles}
+
+
+# -- 5b. a fleet of idle observers ---------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    impl: str
+    n: int
+    seconds: float = 0.0
+    messages: dict[str, float] = field(default_factory=dict)
+    etcd_cpu: float = 0.0  # seconds of etcd's CPU over the window
+    start_seconds: float = 0.0  # until all N printed the leader
+
+    @property
+    def per_second(self) -> float:
+        return sum(self.messages.values()) / self.seconds if self.seconds else math.nan
+
+    @property
+    def cpu_share(self) -> float:
+        """etcd's CPU over the window as a share of one core."""
+        return self.etcd_cpu / self.seconds if self.seconds else math.nan
+
+
+async def _fleet(impl: str, n: int, seconds: float) -> Fleet:
+    result = Fleet(impl, n)
+    async with local_etcd() as cluster:
+        procs: list[Proc] = []
+        try:
+            async with geeh.Client(cluster.endpoints) as client:
+                await Etcd(client).put(b"bench-fleet/0", b"idle-leader")
+            t0 = time.monotonic()
+            for _ in range(n):
+                procs.append(Proc(cli(impl, cluster.endpoints, "observe", "bench-fleet"), "fleet"))
+            for p in procs:
+                await p.wait_line(is_key_of("bench-fleet"), timeout=120)
+            result.start_seconds = time.monotonic() - t0
+            await asyncio.sleep(3.0)  # past start-up work
+            pid, url = cluster.pid(0), cluster.client_urls[0]
+            assert pid is not None
+            (before, cpu0), (after, cpu1), result.seconds = await idle(
+                seconds, lambda: (scrape(url), process_cpu(pid))
+            )
+            result.etcd_cpu, result.messages = cpu1 - cpu0, delta(after, before)
+        finally:
+            for p in procs:
+                p.kill()
+    return result
+
+
+async def fleet(cfg: Config) -> dict[str, Fleet]:
+    out: dict[str, Fleet] = {}
+    try:
+        for n in cfg.n((10, 100), (10,)):
+            for impl in (GEEH, ETCDCTL):
+                print(f"    {n} x {impl}", flush=True)
+                out[f"{impl}-{n}"] = await _fleet(impl, n, cfg.n(60, 15))
+    finally:
+        kill_all()
+    return out

@@ -1,11 +1,9 @@
-"""1. Graceful hand-off: the leader resigns until the successor knows it leads.
+"""1. Hand-offs, gee-h beside ``etcdctl elect`` (the report's sections 1 and 3 say how).
 
-(a) process level: SIGINT to a leader process (``geeh elect`` vs ``etcdctl elect``) until the
-    successor process (the same kind) prints its key line. Interleaved: one reference trial,
-    one gee-h trial, order swapped every pair.
-(b) in-process: ``await leadership.resign()`` until the waiting candidate's ``campaign``
-    returns (two Clients in one event loop), vs the floor: one Delete commit plus one watch
-    event delivered, with gee-h's own transport and watch stream, and with ``etcdctl watch``.
+``process_level``: SIGINT to a leader process until its successor prints its key line, one
+reference trial and one gee-h trial in turn. ``in_process``: ``resign()`` until the waiting
+campaign returns, against the floor (one Delete plus one watch event, gee-h's and etcdctl's).
+``crash``: SIGKILL to the leader (gee-h only, TTL 2 s and 5 s side by side).
 """
 
 from __future__ import annotations
@@ -15,10 +13,10 @@ import itertools
 import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import geeh
-from geeh.testing import find_etcdctl
 
 from .common import (
     ETCDCTL,
@@ -27,8 +25,10 @@ from .common import (
     Etcd,
     Proc,
     Series,
-    elect_argv,
+    attempt,
+    cli,
     is_key_of,
+    rotation,
     unary_requests,
 )
 
@@ -39,18 +39,14 @@ class Chain:
     """A leader process and a waiting successor process of one kind, replenished per trial."""
 
     def __init__(self, impl: str, endpoints: list[str], name: str, etcd: Etcd, ttl: int = 10):
-        self.impl = impl
-        self.endpoints = endpoints
-        self.name = name
-        self.etcd = etcd
-        self.ttl = ttl
+        self.impl, self.endpoints, self.name, self.etcd, self.ttl = impl, endpoints, name, etcd, ttl
         self.count = itertools.count()
         self.leader: Proc | None = None
         self.successor: Proc | None = None
 
     def _spawn(self) -> Proc:
         value = f"{self.impl}-{next(self.count)}"
-        argv = elect_argv(self.impl, self.endpoints, self.name, value, ttl=self.ttl)
+        argv = cli(self.impl, self.endpoints, "elect", self.name, value, ttl=self.ttl)
         return Proc(argv, f"{self.impl}-elect-ttl{self.ttl}")
 
     async def start(self) -> None:
@@ -80,21 +76,20 @@ class Chain:
             old.kill()
         return t1 - t0
 
-    async def trial(self) -> tuple[float, Counter[str]]:
-        """A graceful hand-off's latency, and the unary requests etcd received for it.
-
-        Counted from just before the SIGINT until the old leader has exited (its resign and
-        exit included) and the successor has printed; nothing else sends unary requests
-        meanwhile: the other chain is idle, and the driver waits.
-        """
+    async def trial(self, series: Series) -> float:
+        """A graceful hand-off's latency; the unary requests etcd received for it go to
+        ``series``. Counted from just before the SIGINT until the old leader has exited (its
+        resign and exit included) and the successor has printed; nothing else sends unary
+        requests meanwhile: the other chain is idle, and the driver waits."""
         urls = [f"http://{e}" for e in self.endpoints]
         before = await asyncio.to_thread(unary_requests, urls)
         latency = await self.hand_over(signal.SIGINT)
         await asyncio.sleep(SETTLE)
-        requests = await asyncio.to_thread(unary_requests, urls)
+        requests: Counter[str] = await asyncio.to_thread(unary_requests, urls)
         requests.subtract(before)
         await self.refill()
-        return latency, +requests
+        series.requests.append(+requests)
+        return latency
 
     async def close(self) -> None:
         for p in (self.successor, self.leader):
@@ -104,98 +99,102 @@ class Chain:
 
 
 async def process_level(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Series]:
-    pairs = cfg.n(25, 6)
     series = {ETCDCTL: Series("etcdctl elect"), GEEH: Series("geeh elect")}
     chains = {impl: Chain(impl, endpoints, f"bench-handoff-{impl}", etcd) for impl in series}
     try:
         for chain in chains.values():
             await chain.start()
-        for k in range(pairs):
-            order = [ETCDCTL, GEEH] if k % 2 == 0 else [GEEH, ETCDCTL]
-            for impl in order:
-                try:
-                    latency, requests = await chains[impl].trial()
-                    series[impl].add(latency)
-                    series[impl].requests.append(requests)
-                except (TimeoutError, RuntimeError) as err:
-                    print(f"    {impl} trial failed: {err}")
-                    series[impl].failures += 1
-                    await chains[impl].close()
-                    await chains[impl].start()
+        for impl in rotation(cfg.n(25, 6), [ETCDCTL, GEEH]):
+            if not await attempt(series[impl], impl, chains[impl].trial(series[impl])):
+                await chains[impl].close()
+                await chains[impl].start()
     finally:
         for chain in chains.values():
             await chain.close()
     return series
 
 
-# -- in-process ---------------------------------------------------------------------------------
-
-
-async def _stamped(aw: Any) -> tuple[float, Any]:
+async def _stamped(aw: Awaitable[Any]) -> tuple[float, Any]:
     result = await aw
     return time.monotonic(), result
 
 
 async def in_process(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Series]:
-    rounds = cfg.n(120, 30)
-    name = "bench-inproc"
+    name, floor_key = "bench-inproc", b"bench-floor/key"
     series = {
         "resign": Series("gee-h resign -> campaign returns"),
         "floor": Series("floor: Delete + watch event (gee-h transport)"),
         "floor-go": Series("floor: Delete + `etcdctl watch` prints"),
     }
     await etcd.clear(name)
-    floor_key = b"bench-floor/key"
-    watcher: Proc | None = None
     async with geeh.Client(endpoints) as a, geeh.Client(endpoints) as b:
-        clients = [a, b]
+        clients, serial = [a, b], itertools.count()
         leadership = await a.election(name).campaign(b"a", ttl=10)
-        leader_side = 0
-        try:
-            watcher = Proc(
-                [find_etcdctl(), f"--endpoints={','.join(endpoints)}", "watch", floor_key.decode()],
-                "etcdctl-watch",
+
+        async def resign() -> float:
+            nonlocal leadership
+            k = next(serial)
+            waiting = asyncio.ensure_future(
+                _stamped(clients[1].election(name).campaign(f"v{k}", ttl=10))
             )
+            await etcd.wait_count(name, 2)
+            await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+            await leadership.resign()
+            t1, leadership = await waiting
+            clients.reverse()
+            return t1 - t0
+
+        async def floor() -> float:
+            revision = await etcd.put(floor_key)
+            w = b.core.watches.watch(floor_key, start_revision=revision + 1)
+            got = asyncio.ensure_future(_stamped(w.next()))
+            await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+            await etcd.delete(floor_key)
+            t1, _ = await got
+            w.cancel()
+            return t1 - t0
+
+        async def floor_go() -> float:
+            await etcd.put(floor_key)
+            await asyncio.sleep(0.05)
+            start = len(watcher.lines)
+            t0 = time.monotonic()
+            await etcd.delete(floor_key)
+            t1, _, _ = await watcher.wait_line(lambda line: line == b"DELETE", start)
+            return t1 - t0
+
+        trials: dict[str, Callable[[], Awaitable[float]]]
+        trials = {"resign": resign, "floor": floor, "floor-go": floor_go}
+        watcher = Proc(cli(ETCDCTL, endpoints, "watch", floor_key.decode()), "etcdctl-watch")
+        try:
             await asyncio.sleep(0.5)
-            for k in range(rounds):
-                kinds = ["resign", "floor", "floor-go"]
-                shift = k % 3
-                for kind in kinds[shift:] + kinds[:shift]:
-                    if kind == "resign":
-                        other = clients[1 - leader_side]
-                        waiting = asyncio.ensure_future(
-                            _stamped(other.election(name).campaign(f"v{k}", ttl=10))
-                        )
-                        await etcd.wait_count(name, 2)
-                        await asyncio.sleep(0.05)
-                        t0 = time.monotonic()
-                        await leadership.resign()
-                        t1, leadership = await waiting
-                        leader_side = 1 - leader_side
-                        series[kind].add(t1 - t0)
-                    elif kind == "floor":
-                        revision = await etcd.put(floor_key)
-                        w = b.core.watches.watch(floor_key, start_revision=revision + 1)
-                        got = asyncio.ensure_future(_stamped(w.next()))
-                        await asyncio.sleep(0.05)
-                        t0 = time.monotonic()
-                        await etcd.delete(floor_key)
-                        t1, _ = await got
-                        w.cancel()
-                        series[kind].add(t1 - t0)
-                    else:
-                        await etcd.put(floor_key)
-                        start = len(watcher.lines)
-                        await asyncio.sleep(0.05)
-                        start = len(watcher.lines)
-                        t0 = time.monotonic()
-                        await etcd.delete(floor_key)
-                        t1, _, _ = await watcher.wait_line(lambda line: line == b"DELETE", start)
-                        series[kind].add(t1 - t0)
+            for kind in rotation(cfg.n(120, 30), list(trials)):
+                series[kind].add(await trials[kind]())
         finally:
-            if watcher is not None:
-                await watcher.stop()
+            await watcher.stop()
             await leadership.resign()
     await etcd.clear(name)
     await etcd.delete(floor_key)
+    return series
+
+
+async def crash(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[int, Series]:
+    series = {ttl: Series(f"TTL {ttl} s") for ttl in (2, 5)}
+
+    async def chain(ttl: int, trials: int) -> None:
+        chain = Chain(GEEH, endpoints, f"bench-crash-ttl{ttl}", etcd, ttl=ttl)
+        try:
+            await chain.start()
+            for _ in range(trials):
+                # Let a keepalive or two pass, so the kill lands at a random point in the cycle.
+                await asyncio.sleep(0.1 + (time.monotonic() % 1.0) * ttl / 3)
+                trial = chain.hand_over(signal.SIGKILL, timeout=ttl + 30)
+                await attempt(series[ttl], f"crash ttl={ttl}", trial)
+                await chain.refill(timeout=ttl + 30)
+        finally:
+            await chain.close()
+
+    await asyncio.gather(chain(2, cfg.n(16, 4)), chain(5, cfg.n(10, 2)))
     return series

@@ -14,9 +14,9 @@ import json
 import statistics
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from .common import Config
+from .common import Config, jsonable
 
 # name -> code run in a fresh interpreter
 CASES = {
@@ -68,38 +68,27 @@ def measure(runs: int = 5) -> list[ImportCost]:
     for case, code in CASES.items():
         results = [_run(code) for _ in range(runs)]
         modules = results[-1][1] - bare
-        costs.append(
-            ImportCost(
-                case,
-                statistics.median(seconds for seconds, _ in results),
-                len(modules),
-                any(m.split(".")[0] == "grpc" for m in modules),
-            )
-        )
+        grpc = any(m.split(".")[0] == "grpc" for m in modules)
+        seconds = statistics.median(seconds for seconds, _ in results)
+        costs.append(ImportCost(case, seconds, len(modules), grpc))
     return costs
 
 
 async def run(cfg: Config) -> dict[str, list[ImportCost]]:
     """The runner's stage: every case, in fresh interpreters (fewer with --quick)."""
-    return {"cases": await asyncio.to_thread(measure, 3 if cfg.quick else 7)}
-
-
-def table(costs: list[ImportCost]) -> str:
-    lines = ["| case | import time | modules | gRPC |", "|---|---:|---:|---|"]
-    lines += [
-        f"| {c.case} | {c.seconds * 1000:.0f} ms | {c.modules} | {'yes' if c.grpc else 'no'} |"
-        for c in costs
-    ]
-    return "\n".join(lines)
+    return {"cases": await asyncio.to_thread(measure, cfg.n(7, 3))}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .report import TABLES
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.imports", description=__doc__)
     parser.add_argument("--runs", type=int, default=5, help="fresh interpreters per case")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    costs = measure(max(1, args.runs))
-    print(json.dumps([asdict(c) for c in costs], indent=2) if args.json else table(costs))
+    section = {"cases": jsonable(measure(max(1, args.runs)))}
+    TABLES["imports"](section)
+    print(json.dumps(section["cases"], indent=2) if args.json else section["table"])
     return 0
 
 

@@ -34,9 +34,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from geeh.testing import LocalEtcdCluster, free_port
+from geeh.testing import free_port
 
-from .common import RESULTS, Proc, kill_all, scrape
+from .common import RESULTS, Proc, kill_all, local_etcd, scrape
 
 TTL = 4  # lease TTL and ZooKeeper session timeout, seconds
 BOUNDARY = 1.0  # SetPartitioner's time_boundary (default 30 s)
@@ -402,24 +402,22 @@ def load(path: str) -> list[Run]:
 
 async def main_async(sizes: list[int], idle: float, systems: list[str]) -> list[Run]:
     runs: list[Run] = []
-    cluster = LocalEtcdCluster(1)
-    await asyncio.to_thread(cluster.start)
-    zk = await asyncio.to_thread(ZooKeeper) if "kazoo" in systems else None
-    try:
-        for n in sizes:
-            for system in systems:
-                if system == "geeh":
-                    counter = etcd_messages(cluster.client_urls[0])
-                    endpoint = cluster.endpoints[0]
-                else:
-                    assert zk is not None
-                    counter, endpoint = zk.messages, zk.endpoint
-                runs.append(await one_run(system, n, endpoint, counter, idle))
-    finally:
-        kill_all()
-        if zk is not None:
-            zk.close()
-        await asyncio.to_thread(cluster.close)
+    async with local_etcd() as cluster:
+        zk = await asyncio.to_thread(ZooKeeper) if "kazoo" in systems else None
+        try:
+            for n in sizes:
+                for system in systems:
+                    if system == "geeh":
+                        counter = etcd_messages(cluster.client_urls[0])
+                        endpoint = cluster.endpoints[0]
+                    else:
+                        assert zk is not None
+                        counter, endpoint = zk.messages, zk.endpoint
+                    runs.append(await one_run(system, n, endpoint, counter, idle))
+        finally:
+            kill_all()
+            if zk is not None:
+                zk.close()
     return runs
 
 

@@ -11,18 +11,25 @@ S = dict[str, Any]
 COLORS = {"etcdctl": "#1f77b4", "gee-h": "#d62728"}
 
 
-def _plt() -> Any:
+def _figure(*args: Any, **kwargs: Any) -> Any:
+    """``plt.subplots(...)`` on the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    return plt.subplots(*args, **kwargs)
 
 
-def _save(plt: Any, fig: Any, path: str) -> None:
+def _mean(xs: list[float]) -> float:
+    return statistics.mean(xs) if xs else math.nan
+
+
+def _save(fig: Any, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
 
 
@@ -48,19 +55,17 @@ def _box(ax: Any, groups: list[tuple[str, S]], title: str) -> None:
 def boxes(path: str, panels: list[tuple[str, list[tuple[str, S]]]]) -> None:
     if not panels:
         return
-    plt = _plt()
     heights = [1.0 + 0.45 * len(groups) for _, groups in panels]
-    fig, axes = plt.subplots(
+    fig, axes = _figure(
         len(panels), 1, figsize=(8.5, sum(heights) + 0.4), gridspec_kw={"height_ratios": heights}
     )
     for ax, (title, groups) in zip([axes] if len(panels) == 1 else axes, panels, strict=True):
         _box(ax, groups, title)
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def crash(path: str, series: dict[str, S]) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = _figure(figsize=(7, 3.6))
     ttls = sorted(int(t) for t in series)
     for ttl in ttls:
         s = series[str(ttl)]
@@ -79,33 +84,25 @@ def crash(path: str, series: dict[str, S]) -> None:
     ax.set_ylabel("SIGKILL -> successor leads (s)")
     ax.set_title("Crash failover (gee-h; dotted: TTL)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def scale(path: str, results: list[S]) -> None:
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = _figure(1, 2, figsize=(11, 4.2))
     groups: dict[tuple[str, int], list[S]] = {}
     for r in results:
         groups.setdefault((r["cluster"], r["processes"]), []).append(r)
-    markers = ["o", "s", "^", "D"]
-
-    def mean(xs: list[float]) -> float:
-        return statistics.mean(xs) if xs else math.nan
-
     for k, ((cluster, processes), rows) in enumerate(groups.items()):
-        marker = markers[k % len(markers)]
+        style = {"marker": "os^D"[k % 4], "color": f"C{k}"}
         label = f"{cluster.split(',')[0]}, {processes} proc"
         xs = [r["waiting"] for r in rows]
-        lines = [
-            (ax1, [r["latency"]["median"] * 1000 for r in rows], "solid", "median"),
-            (ax1, [r["latency"]["p90"] * 1000 for r in rows], "dotted", "p90"),
-            (ax2, [mean(r["unary"]) for r in rows], "solid", "unary requests"),
-            (ax2, [mean(r["received"]) for r in rows], "dotted", "watch responses"),
-        ]
-        for ax, ys, style, what in lines:
-            color = f"C{k}"
-            ax.plot(xs, ys, marker=marker, linestyle=style, color=color, label=f"{what}, {label}")
+        for ax, get, line, what in (
+            (ax1, lambda r: r["latency"]["median"] * 1000, "solid", "median"),
+            (ax1, lambda r: r["latency"]["p90"] * 1000, "dotted", "p90"),
+            (ax2, lambda r: _mean(r["unary"]), "solid", "unary requests"),
+            (ax2, lambda r: _mean(r["received"]), "dotted", "watch responses"),
+        ):
+            ax.plot(xs, [get(r) for r in rows], linestyle=line, label=f"{what}, {label}", **style)
     for ax in (ax1, ax2):
         ax.set_xscale("log")
         ax.set_xlabel("waiting candidates")
@@ -116,12 +113,11 @@ def scale(path: str, results: list[S]) -> None:
     ax1.set_title("Hand-off latency vs queue length", fontsize=10)
     ax2.set_ylabel("per hand-off")
     ax2.set_title("etcd requests and watch responses per hand-off", fontsize=10)
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def cost(path: str, roles: list[S]) -> None:
-    plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2) = _figure(1, 2, figsize=(10, 3.6))
     colors = [COLORS[r["impl"]] for r in roles]
     ys = range(len(roles))
     ax1.barh(ys, [r["per_minute"] for r in roles], color=colors)
@@ -134,26 +130,22 @@ def cost(path: str, roles: list[S]) -> None:
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Idle cost (red: gee-h, blue: etcdctl)", fontsize=10)
-    _save(plt, fig, path)
+    _save(fig, path)
 
 
 def draw(data: S, out_dir: str) -> None:
     """Every plot whose stage is in the results, into ``out_dir``."""
-    from .report import CLUSTERS, ETCDCTL, GEEH, INPROC, OBSERVERS
+    from .report import CLUSTERS, COMPARED
 
     os.makedirs(out_dir, exist_ok=True)
-    handoff = [(ETCDCTL, "`etcdctl elect` (reference)"), (GEEH, "`geeh elect`")]
     kinds = {
-        "handoff.png": [
-            ("handoff", "Hand-off, processes", handoff),
-            ("inproc", "Hand-off, in-process", INPROC),
-        ],
-        "observers.png": [("observers", "Observer notification", OBSERVERS)],
+        "handoff.png": [("handoff", "Hand-off, processes"), ("inproc", "Hand-off, in-process")],
+        "observers.png": [("observers", "Observer notification")],
     }
     for png, stages in kinds.items():
         panels = [
-            (f"{title}, {c} etcd", [(label, data[name][c][k]) for k, label in rows])
-            for name, title, rows in stages
+            (f"{title}, {c} etcd", [(label, data[name][c][k]) for k, label in COMPARED[name][0]])
+            for name, title in stages
             for c in CLUSTERS
             if c in data.get(name, {})
         ]

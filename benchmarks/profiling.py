@@ -1,14 +1,9 @@
-"""6. Profiles (pyinstrument) of gee-h's hand-off path, to find where time goes.
+"""6. Profiles (pyinstrument) of gee-h's hand-off path, and the wait read's cost in etcd.
 
-All candidates of one election on one Client in this process (as in one service process);
-the profiler runs only inside each hand-off window, from ``resign()`` until the successor's
-``campaign`` returns, sampling the whole thread every 100 us (async_mode disabled: the time
-the event loop spends waiting in epoll shows as such). Run with 1 and with many waiting
-candidates; the text trees are saved in benchmarks/results/.
-
-Also the cost of the campaign's wait read on etcd's side: the same Range a waiting candidate
-sends (``Campaign._wait``: keys created up to a revision, newest first, limit 3) under a
-prefix of 10, 100 and 1000 keys, against a point read of one key as the baseline, in rotation.
+All candidates on Clients in this process; the profiler samples the thread every 100 us only
+inside hand-off windows (``resign()`` until the successor's ``campaign`` returns; epoll shows
+as such). ``read_cost``: the Range a waiting campaign sends (``Campaign._wait``) under 10, 100
+and 1000 keys, against a point read, in rotation.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ from geeh._proto import rpc_pb2 as rpc
 from geeh.keys import election_prefix, prefix_end
 from geeh.net.retry import RANGE
 
-from .common import REPO, Config, Etcd, Series
+from .common import REPO, Config, Etcd, Series, rotation
 from .switch import Queue
 
 # Where the sampled window went, by the outermost frame of these functions (not nested).
@@ -57,47 +52,34 @@ def _shares(session: Any) -> dict[str, float]:
     return {**out, "total": root.time}
 
 
-async def handoffs(
-    endpoints: list[str],
-    etcd: Etcd,
-    waiting: int,
-    rounds: int,
-    out_name: str,
-    out_dir: str,
-    clients: int = 1,
-) -> dict[str, Any]:
-    """Profiled hand-offs; with ``clients`` > 1, candidates round-robin over that many
-    Clients, client i pinned first to member i (leases, hence keys, from different members).
-    """
+async def handoffs(cfg: Config, endpoints: list[str], etcd: Etcd, waiting: int) -> dict[str, Any]:
+    """Profiled hand-offs; on a cluster, candidates round-robin over one Client per member,
+    client i pinned first to member i (leases, hence keys, from different members)."""
     from pyinstrument import Profiler
 
+    clients = len(endpoints)
+    print(f"    profiling hand-offs with {waiting} waiting, {clients} client(s)")
+    name = f"profile-handoff-{waiting}{f'-{clients}-member' if clients > 1 else ''}.txt"
     latency = Series(f"{waiting} waiting, profiled")
     profiler = Profiler(interval=0.0001, async_mode="disabled")
     async with contextlib.AsyncExitStack() as stack:
-        rotated = [
-            endpoints[k % len(endpoints) :] + endpoints[: k % len(endpoints)]
+        pool = [
+            await stack.enter_async_context(geeh.Client(endpoints[k:] + endpoints[:k]))
             for k in range(clients)
         ]
-        pool = [await stack.enter_async_context(geeh.Client(eps)) for eps in rotated]
         queue = Queue(pool, etcd, f"bench-profile-{waiting}-{clients}", waiting)
         try:
             await queue.start()
             await asyncio.sleep(0.5 + waiting / 1000)
-            for _ in range(rounds):
+            for _ in range(cfg.n(60, 20)):
                 latency.add(await queue.handoff(profiler=profiler))
                 await asyncio.sleep(0.05)
         finally:
             await queue.close()
     text = profiler.output_text(unicode=False, color=False, show_all=False)
-    await asyncio.to_thread(_save, out_dir, out_name, text)
-    return {
-        "waiting": waiting,
-        "clients": clients,
-        "members": len(endpoints),
-        "latency": latency,
-        "file": out_name,
-        "shares": _shares(profiler.last_session),
-    }
+    await asyncio.to_thread(_save, cfg.out_dir, name, text)
+    run = {"waiting": waiting, "clients": clients, "members": clients, "latency": latency}
+    return {**run, "file": name, "shares": _shares(profiler.last_session)}
 
 
 def _save(out_dir: str, name: str, text: str) -> None:
@@ -110,14 +92,8 @@ def _save(out_dir: str, name: str, text: str) -> None:
 async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
     """1 and 1000 waiting; on a cluster over one Client per member (keys from every member
     interleave). On a single member, also the wait read's cost."""
-    rounds, clients = cfg.n(60, 20), len(endpoints)
-    suffix = f"-{clients}-member" if clients > 1 else ""
-    runs = []
-    for waiting in (1, 1000):
-        print(f"    profiling hand-offs with {waiting} waiting, {clients} client(s)")
-        name = f"profile-handoff-{waiting}{suffix}.txt"
-        runs.append(await handoffs(endpoints, etcd, waiting, rounds, name, cfg.out_dir, clients))
-    if clients > 1:
+    runs = [await handoffs(cfg, endpoints, etcd, waiting) for waiting in (1, 1000)]
+    if len(endpoints) > 1:
         return {"runs": runs}
     return {"runs": runs, "reads": await read_cost(cfg, etcd)}
 
@@ -125,7 +101,6 @@ async def run(cfg: Config, endpoints: list[str], etcd: Etcd) -> dict[str, Any]:
 async def read_cost(cfg: Config, etcd: Etcd) -> dict[str, Series]:
     """Round-trip time of the wait read by number of keys under the prefix, vs a point read."""
     sizes = (10, 100, 1000)
-    reps = cfg.n(200, 40)
     requests: dict[str, rpc.RangeRequest] = {}
     names = [f"bench-read-{n}" for n in sizes]
     try:
@@ -134,13 +109,8 @@ async def read_cost(cfg: Config, etcd: Etcd) -> dict[str, Series]:
             prefix = election_prefix(name)
             revision = 0
             for start in range(0, n, 50):
-                revisions = await asyncio.gather(
-                    *(
-                        etcd.put(prefix + f"{i:016x}".encode())
-                        for i in range(start, min(n, start + 50))
-                    )
-                )
-                revision = max(revision, *revisions)
+                keys = [prefix + f"{i:016x}".encode() for i in range(start, min(n, start + 50))]
+                revision = max(revision, *await asyncio.gather(*map(etcd.put, keys)))
             requests[f"wait read, {n} keys"] = rpc.RangeRequest(
                 key=prefix,
                 range_end=prefix_end(prefix),
@@ -154,13 +124,10 @@ async def read_cost(cfg: Config, etcd: Etcd) -> dict[str, Series]:
             key=election_prefix(names[-1]) + f"{0:016x}".encode(), keys_only=True
         )
         series = {label: Series(label) for label in requests}
-        labels = list(requests)
-        for k in range(reps):
-            shift = k % len(labels)
-            for label in labels[shift:] + labels[:shift]:
-                t0 = time.monotonic()
-                await etcd.transport.call(RANGE, requests[label])
-                series[label].add(time.monotonic() - t0)
+        for label in rotation(cfg.n(200, 40), list(requests)):
+            t0 = time.monotonic()
+            await etcd.transport.call(RANGE, requests[label])
+            series[label].add(time.monotonic() - t0)
     finally:
         for name in names:
             await etcd.clear(name)

@@ -50,7 +50,8 @@ def _value(values: Any, path: str, where: str) -> Any:
     return value
 
 
-def format_value(value: Any, spec: str) -> str:
+def format_value(value: Any, spec: str = ".2f") -> str:
+    """``value`` as the template's ``| spec`` shows it (``""``: as it is; None: n/a)."""
     if value is None:
         return "n/a"
     if spec == "ms":

@@ -14,21 +14,37 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import plots
-from .common import RESULTS
-from .render import format_value, render
+from .common import ETCDCTL, GEEH, RESULTS
+from .render import format_value as _f
+from .render import render
 
 S = dict[str, Any]  # a Series as saved: label, samples, n, median, p90, p99, max, ...
-ETCDCTL, GEEH = "etcdctl", "gee-h"
 SCALE_GOAL = 1.5  # issue 5: at 1000 waiting, at most this times the 1-waiting figure
 CLUSTERS = ("1-member", "3-member")
+LATENCY = ("median", "p90", "p99", "max")
 
-
-def _ms(v: float | None) -> str:
-    return format_value(v, "ms")
-
-
-def _f(v: float | None, spec: str = ".2f") -> str:
-    return format_value(v, spec)
+# Stages whose sections compare latencies on each cluster: the rows (key, label) of their
+# tables and plots, and the key of the reference row.
+COMPARED: dict[str, tuple[list[tuple[str, str]], str]] = {
+    "handoff": ([(ETCDCTL, "`etcdctl elect` (reference)"), (GEEH, "`geeh elect`")], ETCDCTL),
+    "inproc": (
+        [
+            ("floor", "floor: Delete + watch event (gee-h transport)"),
+            ("floor-go", "floor: Delete + `etcdctl watch` prints"),
+            ("resign", "gee-h `resign()` -> `campaign` returns"),
+        ],
+        "floor",
+    ),
+    "observers": (
+        [
+            (ETCDCTL, "`etcdctl elect -l` (reference)"),
+            (GEEH, "`geeh elect --listen`"),
+            ("in-process", "gee-h `observe()` in-process"),
+            ("floor", "floor: Delete + raw gee-h watch event"),
+        ],
+        ETCDCTL,
+    ),
+}
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -43,8 +59,8 @@ def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def _by_ttl(series: S) -> list[tuple[int, S]]:
-    return sorted((int(ttl), s) for ttl, s in series.items())
+def _per_minute(counts: S, seconds: float, per: int = 1) -> str:
+    return ", ".join(f"{k} {v * 60 / seconds / per:.1f}" for k, v in sorted(counts.items())) or "-"
 
 
 def table(head: str, rows: Sequence[Sequence[Any]]) -> str:
@@ -59,7 +75,7 @@ def table(head: str, rows: Sequence[Sequence[Any]]) -> str:
 def stats(s: S) -> list[str]:
     """trials, median, p90, p99, max (ms)."""
     failed = f" ({s['failures']} failed)" if s["failures"] else ""
-    return [f"{s['n']}{failed}", *(_ms(s[k]) for k in ("median", "p90", "p99", "max"))]
+    return [f"{s['n']}{failed}", *(_f(s[k], "ms") for k in LATENCY)]
 
 
 def comparison(rows: Sequence[tuple[str, S]], ref: S | None) -> str:
@@ -85,35 +101,18 @@ def by_method(s: S) -> str:
 # -- one function per stage: the tables its section gets ------------------------------------
 
 
-def _handoff(section: S) -> None:
-    for c in section.values():
-        rows = [("`etcdctl elect` (reference)", c[ETCDCTL]), ("`geeh elect`", c[GEEH])]
-        c["table"] = comparison(rows, c[ETCDCTL])
-        for impl in (ETCDCTL, GEEH):
-            c[impl]["by_method"] = by_method(c[impl])
+def _compared(name: str) -> Callable[[S], None]:
+    rows, ref = COMPARED[name]
 
+    def derive(section: S) -> None:
+        for c in section.values():
+            c["table"] = comparison([(label, c[k]) for k, label in rows], c[ref])
+            c["met"] = {k: _met(c[k]["median"] / c[ref]["median"] <= 1.0) for k, _ in rows}
+            if name == "handoff":
+                for impl in (ETCDCTL, GEEH):
+                    c[impl]["by_method"] = by_method(c[impl])
 
-INPROC = [
-    ("floor", "floor: Delete + watch event (gee-h transport)"),
-    ("floor-go", "floor: Delete + `etcdctl watch` prints"),
-    ("resign", "gee-h `resign()` -> `campaign` returns"),
-]
-OBSERVERS = [
-    (ETCDCTL, "`etcdctl elect -l` (reference)"),
-    (GEEH, "`geeh elect --listen`"),
-    ("in-process", "gee-h `observe()` in-process"),
-    ("floor", "floor: Delete + raw gee-h watch event"),
-]
-
-
-def _inproc(section: S) -> None:
-    for c in section.values():
-        c["table"] = comparison([(label, c[k]) for k, label in INPROC], c["floor"])
-
-
-def _observers(section: S) -> None:
-    for c in section.values():
-        c["table"] = comparison([(label, c[k]) for k, label in OBSERVERS], c[ETCDCTL])
+    return derive
 
 
 def _concurrent(section: S) -> None:
@@ -122,7 +121,7 @@ def _concurrent(section: S) -> None:
     for mode, label in (("concurrent", "side by side"), ("sequential", "one at a time")):
         g, e = c["series"][f"{mode}-{GEEH}"], c["series"][f"{mode}-{ETCDCTL}"]
         c[mode] = {"ratio": g["median"] / e["median"], "p90_ratio": g["p90"] / e["p90"]}
-        ms = [_ms(s[k]) for s in (g, e) for k in ("median", "p90", "p99")]
+        ms = [_f(s[k], "ms") for s in (g, e) for k in ("median", "p90", "p99")]
         rows.append([label, g["n"], *ms, f"{c[mode]['ratio']:.2f}", f"{c[mode]['p90_ratio']:.2f}"])
     c["table"] = table(
         "case | trials> | gee-h median ms> | p90> | p99> | `etcdctl elect -l` median ms> | p90> "
@@ -143,20 +142,16 @@ def _concurrent(section: S) -> None:
 
 def _crash(section: S) -> None:
     rows = []
-    for t, s in _by_ttl(section["1-member"]):
-        rows.append([f"{t} s", s["n"], *(_f(s[k], ".3f") for k in ("median", "p90", "p99", "max"))])
-        rows[-1] += [f"{s['p99'] - t:+.3f}", _met(s["p99"] <= t + 0.6)]
+    for t, s in sorted((int(ttl), s) for ttl, s in section["1-member"].items()):
+        rows.append([f"{t} s", s["n"], *(_f(s[k], ".3f") for k in LATENCY)])
+        s["met"] = _met(s["p99"] <= t + 0.6)
+        rows[-1] += [f"{s['p99'] - t:+.3f}", s["met"]]
     head = "TTL> | trials> | median s> | p90 s> | p99 s> | max s> | p99 - TTL s> "
-    head += "| goal: p99 <= TTL + 0.6 s"
-    section["1-member"]["table"] = table(head, rows)
-
-
-def scale_rows(section: S) -> list[S]:
-    return [r for c in CLUSTERS for r in section.get(c, {}).get("results", [])]
+    section["1-member"]["table"] = table(head + "| goal: p99 <= TTL + 0.6 s", rows)
 
 
 def _scale(section: S) -> None:
-    results = scale_rows(section)
+    results = [r for c in CLUSTERS for r in section.get(c, {}).get("results", [])]
     base = {(r["cluster"], r["processes"]): r for r in results if r["waiting"] == 1}
     rows, goals = [], []
     paths: dict[int, dict[str, list[float]]] = {}
@@ -171,13 +166,15 @@ def _scale(section: S) -> None:
         rows.append([*row, f"{r['setup_seconds']:.2f} s"])
         verdicts = ["", ""]
         if r["waiting"] == 1000:
-            verdicts = [
-                _met(lat_x <= SCALE_GOAL),
-                _met(req_x != "n/a" and float(req_x) <= SCALE_GOAL),
-            ]
+            req_ok = req_x != "n/a" and float(req_x) <= SCALE_GOAL
+            verdicts = [_met(lat_x <= SCALE_GOAL), _met(req_ok)]
         where = f"{r['cluster']}, {r['processes']} proc"
-        goals.append([where, r["waiting"], _ms(lat["median"]), f"{lat_x:.2f}", _f(req), req_x])
+        goals.append([where, r["waiting"], _f(lat["median"], "ms"), f"{lat_x:.2f}", _f(req), req_x])
         goals[-1] += verdicts
+        if r["cluster"] == "1-member" and r["waiting"] == 1000 and r["processes"] == 1:
+            heap = section["1-member"].get("traced", {}).get("traced_per_candidate")
+            memory = {"rss_kib": r["rss_per_candidate"] / 1024, "heap_kib": heap and heap / 1024}
+            section["1-member"]["memory"] = memory
         for path, n in r["paths"].items():
             by = paths.setdefault(r["waiting"], {}).setdefault(path.rsplit("/", 1)[-1], [])
             by.append(n / max(1, lat["n"]))
@@ -223,19 +220,13 @@ def _profile(section: S) -> None:
         label = f"{p['waiting']} waiting, {p['members']}-member etcd, {pool}"
         rows.append([label, *stats(p["latency"])[:3], *shares])
         files.append(f"[{p['file']}](benchmarks/results/{p['file']})")
-    head = "profile | hand-offs> | median ms> | p90 ms> | " + " | ".join(
-        f"{g} share>" for g in SHARES
-    )
-    section["table"] = table(head, rows)
+    head = "profile | hand-offs> | median ms> | p90 ms> | "
+    section["table"] = table(head + " | ".join(f"{g} share>" for g in SHARES), rows)
     section["files"] = ", ".join(files)
     reads = section.get("1-member", {}).get("reads")
     if reads:
         ref = reads["point read of one key"]
         section["1-member"]["reads_table"] = comparison(list(reads.items()), ref)
-
-
-def _per_minute(counts: S, seconds: float, per: int = 1) -> str:
-    return ", ".join(f"{k} {v * 60 / seconds / per:.1f}" for k, v in sorted(counts.items())) or "-"
 
 
 def _cost(section: S) -> None:
@@ -282,9 +273,9 @@ def _imports(section: S) -> None:
 
 TABLES: dict[str, Callable[[S], None]] = {
     "imports": _imports,
-    "handoff": _handoff,
-    "inproc": _inproc,
-    "observers": _observers,
+    "handoff": _compared("handoff"),
+    "inproc": _compared("inproc"),
+    "observers": _compared("observers"),
     "concurrent": _concurrent,
     "crash": _crash,
     "scale": _scale,
@@ -294,65 +285,6 @@ TABLES: dict[str, Callable[[S], None]] = {
     "fleet": _fleet,
     "shards": _shards,
 }
-
-
-# -- across stages -------------------------------------------------------------------------
-
-
-def _vs(what: str, ours: S, ref: S, ref_label: str, goal: bool = True) -> list[str]:
-    r = ours["median"] / ref["median"]
-    verdict = ["<= 1.0", _met(r <= 1.0)] if goal else ["close to 1", ""]
-    cells = [f"{_ms(ours['median'])} ms", f"{_ms(ref['median'])} ms ({ref_label})"]
-    return [what, *cells, f"{r:.2f}", *verdict]
-
-
-def headline(data: S) -> str:
-    """gee-h against its reference, with the goal where there is one."""
-    rows = []
-    for c in CLUSTERS:
-        h = data.get("handoff", {}).get(c)
-        if h:
-            what = f"graceful hand-off, processes (SIGINT), {c} etcd, median"
-            rows.append(_vs(what, h[GEEH], h[ETCDCTL], "`etcdctl elect`"))
-            g, e = h[GEEH]["requests_per_sample"], h[ETCDCTL]["requests_per_sample"]
-            what = f"etcd requests per graceful hand-off (1 waiting), {c} etcd"
-            rows.append([what, _f(g), f"{_f(e)} (`etcdctl elect`)", _ratio(g, e), "(report)", ""])
-    for c in CLUSTERS:
-        i = data.get("inproc", {}).get(c)
-        if i:
-            what = f"graceful hand-off, in-process `resign()`, {c} etcd, median"
-            rows.append(_vs(what, i["resign"], i["floor"], "floor: commit + watch event", False))
-    for c in CLUSTERS:
-        o = data.get("observers", {}).get(c, {})
-        for kind, label in ((GEEH, "`geeh elect --listen`"), ("in-process", "`observe()`")):
-            if o:
-                what = f"observer notification, {label}, {c} etcd, median"
-                rows.append(_vs(what, o[kind], o[ETCDCTL], "`etcdctl elect -l`"))
-    for t, s in _by_ttl(data.get("crash", {}).get("1-member", {})):
-        what = f"crash failover (SIGKILL), TTL {t} s, p99 (median {s['median']:.2f} s)"
-        ref = "n/a (`etcdctl elect`: TTL fixed at 60 s)"
-        goal = f"<= TTL + 0.6 s = {t + 0.6:.1f} s"
-        rows.append([what, f"{s['p99']:.2f} s", ref, "", goal, _met(s["p99"] <= t + 0.6)])
-    scale = data.get("scale", {}).get("1-member", {})
-    for r in scale.get("results", []):
-        if r["waiting"] == 1000 and r["processes"] == 1:
-            heap = scale.get("traced", {}).get("traced_per_candidate")
-            mem = f"{r['rss_per_candidate'] / 1024:.1f} KiB RSS; "
-            mem += f"{_f(heap and heap / 1024, '.1f')} KiB Python heap"
-            what = "memory per waiting candidate (1000 in one process)"
-            rows.append([what, mem, "n/a (`etcdctl elect`: a process each)", "", "(report)", ""])
-    cost = data.get("cost", {})
-    for role, ttl in (("leader", "ttl60"), ("waiting", "ttl60"), ("observer", "ttldefault")):
-        g, e = cost.get(f"{role}-{GEEH}-{ttl}"), cost.get(f"{role}-{ETCDCTL}-ttldefault")
-        if g and e:
-            what = f"idle {role}{' (TTL 60 s both)' if ttl == 'ttl60' else ''}: "
-            what += "etcd requests / CPU s, per minute"
-            pair = [f"{x['per_minute']:.1f} / {x['cpu_per_minute']:.3f}" for x in (g, e)]
-            ratios = [_ratio(g[k], e[k]) for k in ("per_minute", "cpu_per_minute")]
-            rows.append(
-                [what, pair[0], f"{pair[1]} (`etcdctl`)", " / ".join(ratios), "(report)", ""]
-            )
-    return table("what | gee-h> | reference> | ratio> | goal | ", rows)
 
 
 def values(data: S) -> S:
@@ -377,7 +309,6 @@ def values(data: S) -> S:
     if missing:
         notes.append(f"- Not measured in this run: {', '.join(missing)}.")
     meta["notes"] = "\n".join(notes) or "- Every stage ran in this run, and none failed."
-    v["headline"] = {"table": headline(data)}
     return v
 
 

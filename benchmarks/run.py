@@ -11,39 +11,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
+import platform
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import geeh
-from geeh.testing import LocalEtcdCluster
+from geeh.testing import find_etcd, find_etcdctl
 
-from . import (
-    concurrent,
-    cost,
-    crash,
-    fleet,
-    handoff,
-    imports,
-    observers,
-    profiling,
-    report,
-    scale,
-    shards,
-    switch,
-)
-from .common import REPO, RESULTS, Config, Etcd, jsonable, kill_all, machine
+from . import cost, handoff, imports, observers, profiling, report, scale, shards, switch
+from .common import REPO, RESULTS, Config, Etcd, jsonable, kill_all, local_etcd
 from .render import TemplateError
 
 
-@dataclass(frozen=True)
-class Stage:
+class Stage(NamedTuple):
     run: Callable[..., Awaitable[Any]]
     clusters: tuple[int, ...] = ()  # () = the stage starts its own etcd
 
@@ -52,23 +40,63 @@ STAGES: dict[str, Stage] = {
     "handoff": Stage(handoff.process_level, (1, 3)),
     "inproc": Stage(handoff.in_process, (1, 3)),
     "observers": Stage(observers.run, (1, 3)),
-    "concurrent": Stage(concurrent.run, (1,)),
-    "crash": Stage(crash.run, (1,)),
+    "concurrent": Stage(observers.side_by_side, (1,)),
+    "crash": Stage(handoff.crash, (1,)),
     "scale": Stage(scale.run, (1, 3)),
     "switch": Stage(switch.run, (3,)),
     "profile": Stage(profiling.run, (1, 3)),
     "cost": Stage(cost.run),
-    "fleet": Stage(fleet.run),
+    "fleet": Stage(cost.fleet),
     "shards": Stage(shards.run),
     "imports": Stage(imports.run),
 }
-
 RESULTS_JSON = os.path.join(RESULTS, "results.json")
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.md.tmpl")
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return ((out.stdout or out.stderr).strip().splitlines() or ["unknown"])[0]
+
+
+def _proc_field(path: str, name: str) -> str:
+    with contextlib.suppress(OSError), open(path) as f:
+        for line in f:
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> dict[str, Any]:
+    import grpc
+
+    rev = _first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
+    changed = _first_line(["git", "-C", REPO, "status", "--porcelain", "--", "src"])
+    rev += " + uncommitted changes in src/" if changed not in ("", "unknown") else ""
+    mem = _proc_field("/proc/meminfo", "MemTotal").split()[0]
+    return {
+        "cpu": _proc_field("/proc/cpuinfo", "model name"),
+        "cores": os.cpu_count(),
+        "memory": f"{int(mem) / 2**20:.1f} GiB" if mem.isdigit() else mem,
+        "kernel": platform.release(),
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "grpcio": grpc.__version__,
+        "gee-h": f"{geeh.__version__} (git {rev})",
+        "etcd": _first_line([find_etcd(), "--version"]),
+        "etcdctl": _first_line([find_etcdctl(), "version"]),
+        "load average at start": _load(),
+    }
 
 
 async def _stage(data: dict[str, Any], name: str, tag: str, coro: Awaitable[Any]) -> None:
@@ -85,11 +113,10 @@ async def _stage(data: dict[str, Any], name: str, tag: str, coro: Awaitable[Any]
         result = None
     seconds = time.monotonic() - t0
     print(f"  {label}: {seconds:.0f} s", flush=True)
-    if result is not None:
-        if tag:
-            data.setdefault(name, {})[tag] = result
-        else:
-            data[name] = result
+    if result is not None and tag:
+        data.setdefault(name, {})[tag] = result
+    elif result is not None:
+        data[name] = result
     info = data["meta"]["stages"].setdefault(name, {"date": _now(), "seconds": 0.0})
     info["seconds"] += seconds
 
@@ -102,16 +129,13 @@ async def _measure(cfg: Config, only: list[str], data: dict[str, Any]) -> None:
                 continue
             tag = f"{members}-member"
             print(f"starting a {tag} etcd", flush=True)
-            cluster = LocalEtcdCluster(members)
-            await asyncio.to_thread(cluster.start)
-            try:
-                async with geeh.Client(cluster.endpoints) as client:
+            async with local_etcd(members) as cluster, geeh.Client(cluster.endpoints) as client:
+                try:
                     for name in names:
                         coro = STAGES[name].run(cfg, cluster.endpoints, Etcd(client))
                         await _stage(data, name, tag, coro)
-            finally:
-                kill_all()
-                await asyncio.to_thread(cluster.close)
+                finally:
+                    kill_all()
         for name in only:
             if not STAGES[name].clusters:
                 await _stage(data, name, "", STAGES[name].run(cfg))
@@ -140,39 +164,26 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks",
         description="gee-h benchmarks against etcdctl elect: results as JSON, plots, report",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer trials: a few minutes")
-    parser.add_argument(
-        "--only", nargs="+", choices=list(STAGES), metavar="STAGE", help=", ".join(STAGES)
-    )
-    parser.add_argument("--merge", action="store_true", help="fold into the saved results")
-    parser.add_argument(
-        "--report-only", action="store_true", help="measure nothing: render the saved results"
-    )
-    parser.add_argument("--results", default=RESULTS_JSON, help="results JSON (plots beside)")
-    parser.add_argument("--template", default=TEMPLATE, help="report template")
-    parser.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"), help="report")
+    add = parser.add_argument
+    add("--quick", action="store_true", help="fewer trials: a few minutes")
+    add("--only", nargs="+", choices=list(STAGES), metavar="STAGE", help=", ".join(STAGES))
+    add("--merge", action="store_true", help="fold into the saved results")
+    add("--report-only", action="store_true", help="measure nothing: render the saved results")
+    add("--results", default=RESULTS_JSON, help="results JSON (plots beside)")
+    add("--template", default=TEMPLATE, help="report template")
+    add("--out", default=os.path.join(REPO, "BENCHMARKS.md"), help="report")
     args = parser.parse_args(argv)
     out_dir = os.path.dirname(os.path.abspath(args.results))
     if not args.report_only:
-        cfg = Config(quick=args.quick, out_dir=out_dir)
-        data: dict[str, Any] = {
-            "meta": {
-                "date": _now(),
-                "quick": args.quick,
-                "machine": machine(),
-                "errors": {},
-                "stages": {},
-                "merged": [],
-            }
-        }
+        meta = {"date": _now(), "quick": args.quick, "machine": machine()}
+        data: dict[str, Any] = {"meta": {**meta, "errors": {}, "stages": {}, "merged": []}}
         t0 = time.monotonic()
         try:
-            asyncio.run(_measure(cfg, args.only or list(STAGES), data))
+            asyncio.run(_measure(Config(args.quick, out_dir), args.only or list(STAGES), data))
         except KeyboardInterrupt:
             kill_all()
             print("interrupted; saving what was measured")
-        data["meta"]["elapsed"] = time.monotonic() - t0
-        data["meta"]["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        data["meta"].update(elapsed=time.monotonic() - t0, load_end=_load())
         if args.merge and os.path.exists(args.results):
             with open(args.results) as f:
                 data = _merged(json.load(f), data)

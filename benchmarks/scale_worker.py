@@ -5,18 +5,19 @@ Commands (one per line on stdin)::
     add N            start N more campaigns (each with its own session, as separate
                      candidates would have)
     resign KEY       resign the leadership held on KEY; prints "resigned KEY T0"
-    counts           prints "counts UNARY WATCH_MSGS KEEPALIVE_MSGS WATCH_RECEIVED {PATH: N}"
-                     (totals so far; WATCH_RECEIVED: watch responses received; the JSON
-                     object splits UNARY by gRPC method)
+    counts           prints "counts UNARY WATCH_MSGS WATCH_RECEIVED {PATH: N}" (totals so far;
+                     WATCH_RECEIVED: watch responses received; the JSON object splits UNARY
+                     by gRPC method)
     mem              prints "mem RSS_BYTES TRACED_BYTES"
     quit             close the client (resigns, revokes) and exit
 
 Events on stdout: "ready RSS_BYTES", "won KEY T1" (T1 = time.monotonic() when the campaign
 returned; CLOCK_MONOTONIC is system-wide, so it compares with the driver's and other workers').
 
-UNARY is the transport's request_count (unary attempts and streams opened). WATCH_MSGS and
-KEEPALIVE_MSGS count messages sent on the two long-lived streams, which request_count does not
-see; they are counted by wrapping two library methods here, without changing the library.
+UNARY is the transport's request_count (unary attempts and streams opened). WATCH_MSGS counts
+watch creates and cancels sent on the watch stream, which request_count does not see, and
+WATCH_RECEIVED the responses on it: both by wrapping library methods here, without changing
+the library.
 """
 
 from __future__ import annotations
@@ -32,48 +33,31 @@ import tracemalloc
 from typing import Any
 
 import geeh
-from geeh import lessor as lessor_mod
-from geeh import watch as watch_mod
+from geeh.watch import WatchHub
 
-_counts = {"watch": 0, "keepalive": 0, "received": 0}
+_counts = {"watch": 0, "received": 0}
 
 
 def _instrument() -> None:
-    """Count stream messages by wrapping library methods (whichever of their names exist)."""
-    hub = watch_mod.WatchHub
-    original_watch = hub.watch
-    original_remove = hub._remove
+    """Count the watch stream's messages by wrapping three methods of WatchHub."""
+    watch, remove, received = WatchHub.watch, WatchHub._remove, WatchHub.received
 
-    def watch(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def counted_watch(self: Any, *args: Any, **kwargs: Any) -> Any:
         _counts["watch"] += 1
-        return original_watch(self, *args, **kwargs)
+        return watch(self, *args, **kwargs)
 
-    def remove(self: Any, w: Any) -> None:
+    def counted_remove(self: Any, w: Any) -> None:
         if w.watch_id in self._watches:
             _counts["watch"] += 1
-        original_remove(self, w)
+        remove(self, w)
 
-    hub.watch = watch  # type: ignore[method-assign]
-    hub._remove = remove  # type: ignore[method-assign]
-    for name in ("received", "_dispatch"):  # the per-response handler
-        original = getattr(hub, name, None)
-        if original is not None:
+    def counted_received(self: Any, response: Any) -> None:
+        _counts["received"] += 1
+        received(self, response)
 
-            def dispatch(self: Any, response: Any, _original: Any = original) -> Any:
-                _counts["received"] += 1
-                return _original(self, response)
-
-            setattr(hub, name, dispatch)
-            break
-    lessor = lessor_mod.Lessor
-    original_keepalive = lessor.keepalive
-
-    async def keepalive(self: Any, *args: Any, **kwargs: Any) -> int:
-        _counts["keepalive"] += 1
-        result: int = await original_keepalive(self, *args, **kwargs)
-        return result
-
-    lessor.keepalive = keepalive  # type: ignore[method-assign]
+    WatchHub.watch = counted_watch  # type: ignore[method-assign]
+    WatchHub._remove = counted_remove  # type: ignore[method-assign]
+    WatchHub.received = counted_received  # type: ignore[method-assign]
 
 
 def rss() -> int:
@@ -88,9 +72,9 @@ def say(text: str) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     _instrument()
-    loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    await asyncio.get_running_loop().connect_read_pipe(lambda: protocol, sys.stdin)
     leaderships: dict[bytes, geeh.Leadership] = {}
     tasks: set[asyncio.Task[None]] = set()
     paths: collections.Counter[str] = collections.Counter()
@@ -108,31 +92,27 @@ async def main(args: argparse.Namespace) -> None:
         if args.tracemalloc:
             tracemalloc.start()
         say(f"ready {rss()}")
-        while True:
-            line = (await reader.readline()).decode().split()
-            if not line:
-                break
-            command = line[0]
-            if command == "add":
+        while line := (await reader.readline()).decode().split():
+            if line[0] == "add":
                 for _ in range(int(line[1])):
                     task = asyncio.ensure_future(campaign())
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-            elif command == "resign":
+            elif line[0] == "resign":
                 key = line[1].encode()
                 stamp = time.monotonic()
                 await leaderships.pop(key).resign()
                 say(f"resigned {key.decode()} {stamp:.9f}")
-            elif command == "counts":
-                transport = client.core.transport
-                say(
-                    f"counts {transport.request_count} {_counts['watch']} {_counts['keepalive']} "
-                    f"{_counts['received']} " + json.dumps(dict(paths), separators=(",", ":"))
+            elif line[0] == "counts":
+                unary, by_path = (
+                    client.core.transport.request_count,
+                    json.dumps(paths, separators=(",", ":")),
                 )
-            elif command == "mem":
+                say(f"counts {unary} {_counts['watch']} {_counts['received']} {by_path}")
+            elif line[0] == "mem":
                 traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
                 say(f"mem {rss()} {traced}")
-            elif command == "quit":
+            elif line[0] == "quit":
                 break
         for task in list(tasks):
             task.cancel()

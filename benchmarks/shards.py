@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from dataclasses import dataclass, field
 
-from geeh.testing import LocalEtcdCluster
-
-from .common import Config, Proc, delta, kill_all, scrape
+from .common import Config, Proc, delta, idle, kill_all, local_etcd, scrape
 
 
 @dataclass
@@ -48,43 +45,28 @@ class Shards:
 
 async def _one(n: int, seconds: float) -> Shards:
     result = Shards(n)
-    cluster = LocalEtcdCluster(1)
-    await asyncio.to_thread(cluster.start)
-    proc: Proc | None = None
-    try:
-        argv = [
-            sys.executable,
-            "-m",
-            "benchmarks.shard_worker",
-            str(n),
-            ",".join(cluster.endpoints),
-        ]
-        proc = Proc(argv, "shards")
-        _, line, _ = await proc.wait_line(lambda line: line.startswith(b"won "), timeout=600)
-        took, *kib = line.split()[1:6]
-        result.win_seconds = float(took)
-        (
-            result.rss_before_kib,
-            result.rss_after_kib,
-            result.held_before_kib,
-            result.held_after_kib,
-        ) = (int(k) for k in kib)
-        await asyncio.sleep(2.0)  # past the last watch confirmations
-        url = cluster.client_urls[0]
-        r0, s0, t0 = scrape(url), scrape(url, sent=True), time.monotonic()
-        await asyncio.sleep(seconds)
-        r1, s1 = scrape(url), scrape(url, sent=True)
-        result.seconds = time.monotonic() - t0
-        result.received, result.sent = delta(r1, r0), delta(s1, s0)
-    finally:
-        if proc is not None:
+    async with local_etcd() as cluster:
+        eps = ",".join(cluster.endpoints)
+        proc = Proc([sys.executable, "-m", "benchmarks.shard_worker", str(n), eps], "shards")
+        try:
+            _, line, _ = await proc.wait_line(lambda line: line.startswith(b"won "), timeout=600)
+            took, *kib = line.split()[1:6]
+            result.win_seconds = float(took)
+            result.rss_before_kib, result.rss_after_kib, *held = map(int, kib)
+            result.held_before_kib, result.held_after_kib = held
+            await asyncio.sleep(2.0)  # past the last watch confirmations
+            url = cluster.client_urls[0]
+            (r0, s0), (r1, s1), result.seconds = await idle(
+                seconds, lambda: (scrape(url), scrape(url, sent=True))
+            )
+            result.received, result.sent = delta(r1, r0), delta(s1, s0)
+        finally:
             await proc.stop(timeout=30)
-        await asyncio.to_thread(cluster.close)
     return result
 
 
 async def run(cfg: Config) -> dict[str, Shards]:
-    seconds = cfg.secs(60, 15)
+    seconds = cfg.n(60, 15)
     sizes = (10, 100, 1000) if cfg.quick else (10, 100, 1000, 10_000)
     out: dict[str, Shards] = {}
     try:
