@@ -98,6 +98,8 @@ class ShardedRun:
         (self.dir / "run.json").write_text(
             json.dumps(dict(asdict(opts), sharded=True, count=COUNT), default=str, indent=1)
         )
+        self.began = time.monotonic()
+        self.phase("start")
         await asyncio.to_thread(self.cluster.start)
         endpoints = ",".join(self.cluster.endpoints)
         self.client = geeh.Client(self.cluster.endpoints)
@@ -113,10 +115,12 @@ class ShardedRun:
             self.workers[-1].expected_down = True
         for child in self.workers[:INITIAL]:
             child.start()
-        await self._balanced(60.0)
+        # Broken members never hand a shard over, so they never balance: waiting for it
+        # (here, at the settle and at the stop) would only make a broken run long.
+        await self._balanced(2.0 * opts.ttl if opts.broken else 60.0)
         faults = schedule(opts.seed, opts.seconds, opts.ttl)
         print(f"chaos: sharded, {len(faults)} faults scheduled over {opts.seconds:g}s", flush=True)
-        self.log.write("phase", name="faults")
+        self.phase("faults")
         nemesis = Nemesis(self, self.faults)
         watchdog = asyncio.ensure_future(self._restart_unexpected_exits())
         try:
@@ -129,8 +133,8 @@ class ShardedRun:
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
         last = time.monotonic()
-        self.log.write("phase", name="settle")
-        balanced_at = await self._balanced(2 * opts.ttl + 30.0)
+        self.phase("settle")
+        balanced_at = await self._balanced(2 * opts.ttl + (0.0 if opts.broken else 30.0))
         view = await self.client.shards(NAME, COUNT).view()
         (self.dir / "balance.json").write_text(
             json.dumps(
@@ -143,12 +147,19 @@ class ShardedRun:
                 indent=1,
             )
         )
-        self.log.write("phase", name="stop")
+        self.phase("stop")
         running = [c for c in self.workers if c.running()]
-        unclean = await asyncio.to_thread(stop_all, running, 15.0)
+        unclean = await asyncio.to_thread(stop_all, running, 3.0 if opts.broken else 15.0)
         for name, what in unclean.items():
             self.log.write("unclean-stop", proc=name, what=what)
+        self.phase("collect")
         await asyncio.to_thread(self._collect)
+        self.phase("collected")
+
+    def phase(self, name: str) -> None:
+        """Log a phase, and say on stdout how far into the run it began."""
+        self.log.write("phase", name=name)
+        print(f"chaos: {name} at +{time.monotonic() - self.began:.0f}s", flush=True)
 
     async def _lane(self, nemesis: Nemesis, faults: list[Fault], began: float) -> None:
         for fault in faults:
