@@ -228,7 +228,6 @@ async def test_sigkill_of_the_pinned_member(
         leadership = await within(lc.election(name).campaign(b"leader", ttl=TTL), 10, "elected")
         waiting = asyncio.ensure_future(cc.election(name).campaign(b"candidate", ttl=TTL))
         await joined(lc, name, 2)
-        line = set(await keys(lc, name))  # the leader's key and the waiting candidate's
         observer = Observer(oc, name)
         await observer.first()
         check = EtcdCheck(leadership, oc)
@@ -335,7 +334,6 @@ async def test_frozen_pinned_member_is_left_within_a_bound(
         leadership = await within(lc.election(name).campaign(b"leader", ttl=TTL), 10, "elected")
         waiting = asyncio.ensure_future(cc.election(name).campaign(b"candidate", ttl=TTL))
         await joined(lc, name, 2)
-        line = set(await keys(lc, name))  # the leader's key and the waiting candidate's
         observer = Observer(oc, name)  # oc only watches: nothing else tells it of the freeze
         await observer.first()
         check = EtcdCheck(leadership, oc)
