@@ -7,9 +7,9 @@ DOCS_STAMP := $(VENV)/.installed-docs
 
 # pytest-xdist workers, each with its own etcd servers. The default suite mostly waits on
 # etcd and on timeouts (it uses under one core on average), so it runs more workers than
-# there are cores; the fault-injection suite is timed more tightly and runs two.
+# there are cores; so does the fault-injection suite (about half a core with two workers).
 WORKERS ?= 3
-SLOW_WORKERS ?= 2
+SLOW_WORKERS ?= 3
 # The fast inner loop: unit tests and the scripted fakes, no etcd (make check).
 CHECK_TESTS := tests/test_units.py tests/test_keys.py tests/test_win_rule.py \
 	tests/test_leadership_units.py tests/test_stream_faults.py tests/test_chaos_checker.py \
