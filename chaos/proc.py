@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
@@ -22,6 +27,45 @@ def die_with_parent(parent: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def worker_parser(prog: str) -> argparse.ArgumentParser:
+    """The arguments every worker process takes; each kind adds its own."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--endpoints", required=True, help="comma-separated host:port")
+    parser.add_argument("--ttl", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--broken", action="store_true")
+    parser.add_argument("--parent", type=int, required=True)
+    return parser
+
+
+def run_worker(
+    args: argparse.Namespace,
+    serve: Callable[[], Coroutine[Any, Any, None]],
+    on_term: Callable[[], None] = lambda: None,
+) -> None:
+    """Run a worker process's ``serve()``: it dies with the controller, SIGTERM cancels it
+    (after ``on_term``), and its log lines name it."""
+    die_with_parent(args.parent)
+    logging.basicConfig(
+        level=logging.WARNING, format=f"%(asctime)s {args.id} %(name)s %(levelname)s %(message)s"
+    )
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop() -> None:
+            on_term()
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve()
+
+    asyncio.run(main())
 
 
 class Child:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import geeh
 
 from . import compat
 from .history import Log
-from .proc import die_with_parent
+from .proc import run_worker, worker_parser
 
 DATA = "chaos-shards-data/"
 
@@ -90,35 +88,18 @@ class Member:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m chaos.shard_worker")
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--endpoints", required=True, help="comma-separated host:port")
+    parser = worker_parser("python -m chaos.shard_worker")
     parser.add_argument("--name", required=True)
     parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--ttl", type=int, required=True)
     parser.add_argument("--interval", type=float, default=0.25)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--broken", action="store_true")
-    parser.add_argument("--parent", type=int, required=True)
     return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    member = Member(args)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await member.main(args.endpoints.split(","), args.name, args.count, args.ttl)
 
 
 def main() -> None:
     args = parse()
-    die_with_parent(args.parent)
-    logging.basicConfig(
-        level=logging.WARNING, format=f"%(asctime)s {args.id} %(name)s %(levelname)s %(message)s"
-    )
-    asyncio.run(_serve(args))
+    member = Member(args)
+    endpoints = args.endpoints.split(",")
+    run_worker(args, lambda: member.main(endpoints, args.name, args.count, args.ttl))
 
 
 if __name__ == "__main__":

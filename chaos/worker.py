@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import geeh
 
 from . import compat
 from .history import Log
-from .proc import die_with_parent
+from .proc import run_worker, worker_parser
 
 
 class Worker:
@@ -108,40 +106,21 @@ class Worker:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m chaos.worker")
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--endpoints", required=True, help="comma-separated host:port")
+    parser = worker_parser("python -m chaos.worker")
     parser.add_argument("--election", required=True)
     parser.add_argument("--register", required=True)
-    parser.add_argument("--ttl", type=int, required=True)
     parser.add_argument("--interval", type=float, default=0.02)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--broken", action="store_true")
-    parser.add_argument("--parent", type=int, required=True)
     return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    worker = Worker(args)
-
-    def stop() -> None:
-        worker.stopping = True
-        task.cancel()
-
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker.main(args.endpoints.split(","), args.election)
 
 
 def main() -> None:
     args = parse()
-    die_with_parent(args.parent)
-    logging.basicConfig(
-        level=logging.WARNING, format=f"%(asctime)s {args.id} %(name)s %(levelname)s %(message)s"
-    )
-    asyncio.run(_serve(args))
+    worker = Worker(args)
+
+    def stopping() -> None:
+        worker.stopping = True
+
+    run_worker(args, lambda: worker.main(args.endpoints.split(","), args.election), stopping)
 
 
 if __name__ == "__main__":

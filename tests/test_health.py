@@ -276,9 +276,13 @@ async def test_cli_serves_probes(etcd: LocalEtcdCluster, name: str, command: str
             await process.wait()
 
 
-def test_cli_health_addr_is_checked(etcd: LocalEtcdCluster) -> None:
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [("--health-addr", "cannot serve health"), ("--metrics-addr", "--metrics-addr")],
+)
+def test_cli_listen_addresses_are_checked(etcd: LocalEtcdCluster, option: str, says: str) -> None:
     result = subprocess.run(
-        geeh_command("elect", "n", "v", "--health-addr", "nonsense"),
+        geeh_command("elect", "n", "v", option, "nonsense"),
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode == 2
@@ -286,10 +290,10 @@ def test_cli_health_addr_is_checked(etcd: LocalEtcdCluster) -> None:
     with TcpProxy("127.0.0.1", etcd.client_port(0)) as taken:  # a port in use
         result = subprocess.run(
             geeh_command(
-                "observe", "n", "--endpoints", etcd.endpoints[0], "--health-addr",
+                "observe", "n", "--endpoints", etcd.endpoints[0], option,
                 f"127.0.0.1:{taken.port}",
             ),
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "cannot serve health" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr

@@ -276,22 +276,3 @@ def test_metrics_addr_without_prometheus_client(tmp_path: Path, etcd: LocalEtcdC
         assert result.stdout == ""
         assert result.stderr.count("\n") == 1, result.stderr
         assert 'pip install "gee-h[prometheus]"' in result.stderr
-
-
-def test_metrics_addr_is_checked(etcd: LocalEtcdCluster) -> None:
-    result = subprocess.run(
-        geeh_command("elect", "n", "v", "--metrics-addr", "nonsense"),
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "HOST:PORT" in result.stderr
-    with TcpProxy("127.0.0.1", etcd.client_port(0)) as taken:  # a port in use
-        result = subprocess.run(
-            geeh_command(
-                "observe", "n", "--endpoints", etcd.endpoints[0], "--metrics-addr",
-                f"127.0.0.1:{taken.port}",
-            ),
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "--metrics-addr" in result.stderr, result.stderr
